@@ -1,0 +1,162 @@
+"""What prod tasks do to a running stack: create what clusters share, bring clusters up and
+down in order, run the one-shot migration, and read back their state."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from rich.console import Console
+
+from . import clusters as cl
+from . import probes
+from .config import Settings
+from .errors import fail
+
+console = Console(stderr=True, highlight=False)
+
+
+def run_compose(c: Any, settings: Settings, cluster: cl.Cluster, *args: str, profiles=(), **kwargs):
+    argv = cl.compose_argv(settings, cluster, *args, profiles=profiles)
+    return c.run(shlex.join(argv), env=cl.compose_env(settings), **kwargs)
+
+
+def cluster_images(c: Any, settings: Settings, cluster: cl.Cluster) -> list[str]:
+    """Image refs a cluster runs, as Compose resolves them from .env (profiles included)."""
+    result = run_compose(c, settings, cluster, "config", "--images", hide=True, warn=True)
+    if not result.ok:
+        raise fail(f"compose/{cluster.name}.yml does not resolve: {_last_line(result.stderr)}")
+    return sorted({line.strip() for line in result.stdout.splitlines() if line.strip()})
+
+
+def _last_line(text: str) -> str:
+    lines = [ln for ln in (text or "").strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else "no output"
+
+
+def preflight(c: Any, settings: Settings, selected: list[cl.Cluster], pull_missing: bool = True) -> list[str]:
+    """Everything that must hold before anything changes; returns the problems."""
+    problems = probes.docker_problems(c)
+    problems += probes.env_problems(settings)
+    if problems:  # the remaining probes need Docker and a valid .env
+        return problems
+    if any(x.name == "gateway" for x in selected):
+        problems += probes.port_problems(c, settings)
+    refs = sorted({ref for cluster in selected for ref in cluster_images(c, settings, cluster)})
+    missing = probes.missing_images(c, refs)
+    if missing and pull_missing:
+        from . import images  # pulling changes nothing that runs
+
+        mirror = settings.get("DIFYOPS_IMAGE_MIRROR")
+        for ref in missing:
+            console.print(f"pulling {ref}" + (f" through {mirror}" if mirror else ""))
+            images.pull_one(c, ref, mirror)
+        missing = probes.missing_images(c, missing)
+    for ref in missing:
+        problems.append(
+            f"image {ref} is not present and could not be pulled: run `invoke images.pull` "
+            "(set DIFYOPS_IMAGE_MIRROR where Docker Hub is blocked) or load an offline bundle"
+        )
+    return problems
+
+
+def ensure_shared(c: Any, settings: Settings, selected: Iterable[cl.Cluster]) -> None:
+    """Create the networks and data volumes the selected clusters use, if missing."""
+    networks = sorted({n for x in selected for n in x.networks})
+    volumes = sorted({v for x in selected for v in x.volumes})
+    for network in networks:
+        name = cl.network_name(settings, network)
+        if not c.run(shlex.join(["docker", "network", "inspect", name]), hide=True, warn=True).ok:
+            c.run(shlex.join(cl.network_create_argv(settings, network)), hide=True)
+    for volume in volumes:
+        name = cl.volume_name(settings, volume)
+        if not c.run(shlex.join(["docker", "volume", "inspect", name]), hide=True, warn=True).ok:
+            c.run(shlex.join(cl.volume_create_argv(settings, volume)), hide=True)
+
+
+def migrate(c: Any, settings: Settings) -> None:
+    """Run Dify's migrations once, as a one-shot container, before any api replica starts."""
+    api = cl.CLUSTERS["api"]
+    result = run_compose(c, settings, api, "run", "--rm", "--no-deps", "migrate", profiles=("migrate",), warn=True)
+    if not result.ok:
+        raise fail("the database migration failed (output above); nothing after it was started")
+
+
+def up(c: Any, settings: Settings, cluster: cl.Cluster, timeout: int | None = None, recreate: bool = False) -> float:
+    """Start a cluster and wait until every service is healthy; returns the seconds it took."""
+    started = time.monotonic()
+    if cluster.name == "api":
+        console.print("[bold]api[/]: running migrations as a one-shot job")
+        migrate(c, settings)
+    args = ["up", "-d", "--wait", "--wait-timeout", str(timeout or settings.wait_timeout), "--remove-orphans"]
+    if recreate:
+        args.append("--force-recreate")
+    result = run_compose(c, settings, cluster, *args, warn=True)
+    if not result.ok:
+        raise fail(
+            f"cluster {cluster.name} did not become healthy: see `invoke prod.status` and "
+            f"`invoke prod.logs {cluster.name}`"
+        )
+    return time.monotonic() - started
+
+
+def down(c: Any, settings: Settings, cluster: cl.Cluster) -> None:
+    run_compose(c, settings, cluster, "down", "--remove-orphans", "--timeout", "30", hide=True, warn=True)
+
+
+def remove_shared(c: Any, settings: Settings, volumes: bool) -> None:
+    """Remove the stack's networks, and its data volumes only when asked."""
+    for network in cl.NETWORKS:
+        c.run(shlex.join(["docker", "network", "rm", cl.network_name(settings, network)]), hide=True, warn=True)
+    if volumes:
+        for volume in cl.VOLUMES:
+            c.run(shlex.join(["docker", "volume", "rm", cl.volume_name(settings, volume)]), hide=True, warn=True)
+
+
+@dataclass
+class ServiceRow:
+    cluster: str
+    service: str
+    state: str
+    health: str
+    replicas: str
+    ports: str
+
+
+def _ps_records(stdout: str) -> list[dict]:
+    text = stdout.strip()
+    if not text:
+        return []
+    if text.startswith("["):  # older Compose prints one JSON array
+        return json.loads(text)
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def _ports(record: dict) -> list[str]:
+    out = []
+    for pub in record.get("Publishers") or []:
+        if pub.get("PublishedPort"):
+            out.append(f"{pub.get('URL') or '0.0.0.0'}:{pub['PublishedPort']}->{pub['TargetPort']}")
+    return out
+
+
+def status_rows(c: Any, settings: Settings, selected: list[cl.Cluster]) -> list[ServiceRow]:
+    rows = []
+    for cluster in selected:
+        result = run_compose(c, settings, cluster, "ps", "-a", "--format", "json", hide=True, warn=True)
+        records = _ps_records(result.stdout) if result.ok else []
+        for service in cluster.services:
+            mine = [r for r in records if r.get("Service") == service]
+            if not mine:
+                rows.append(ServiceRow(cluster.name, service, "absent", "-", "0/0", ""))
+                continue
+            running = [r for r in mine if r.get("State") == "running"]
+            healths = sorted({r.get("Health") or "none" for r in running}) or ["-"]
+            states = sorted({r.get("State", "?") for r in mine})
+            ports = sorted({p for r in mine for p in _ports(r)})
+            rows.append(ServiceRow(cluster.name, service, ",".join(states), ",".join(healths),
+                                   f"{len(running)}/{len(mine)}", " ".join(ports)))
+    return rows

@@ -1,0 +1,11 @@
+"""The root invoke collection: one namespace per module."""
+
+from invoke import Collection
+
+from ..config import DEFAULTS
+from . import env, images, prod
+
+ns = Collection()
+for module in (env, images, prod):
+    ns.add_collection(module.ns)
+ns.configure({"difyops": dict(DEFAULTS)})

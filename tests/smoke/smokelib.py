@@ -1,0 +1,19 @@
+"""Helpers shared by the smoke tests: named checks and stage timings."""
+
+from __future__ import annotations
+
+import os
+
+
+def check(name: str, ok: bool, seen) -> None:
+    """A named smoke check: prints PASS or FAIL with what it saw, then asserts."""
+    print(f"{'PASS' if ok else 'FAIL'} {name}: {seen}")
+    assert ok, f"{name}: {seen}"
+
+
+def record(stage: str, seconds: float) -> None:
+    print(f"TIMING {stage}: {seconds:.1f}s")
+    path = os.environ.get("DIFYOPS_SMOKE_TIMINGS")
+    if path:
+        with open(path, "a") as handle:
+            handle.write(f"{stage}\t{seconds:.1f}\n")

@@ -1,0 +1,39 @@
+"""Unit-test helpers: a MockContext wired to a generated .env, with regex command results."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from invoke import Config, MockContext, Result
+
+from difyops import envfile, paths
+
+
+def write_env(path, **overrides):
+    text = envfile.generate(paths.ENV_EXAMPLE.read_text(), {k: str(v) for k, v in overrides.items()})
+    envfile.write_private(path, text)
+    return path
+
+
+@pytest.fixture
+def env_path(tmp_path):
+    return write_env(tmp_path / ".env", DIFYOPS_STACK="unit", EXPOSE_NGINX_PORT="1")
+
+
+def mock_context(env_file, results: dict[str, Result | list[Result]], stack=None) -> MockContext:
+    """A MockContext whose run answers by regex (first match wins), each answer repeatable."""
+    overrides = {"difyops": {"env_file": str(env_file), "stack": stack, "wait_timeout": 300}}
+    table = {re.compile(pattern): result for pattern, result in results.items()}
+    return MockContext(config=Config(overrides=overrides), run=table, repeat=True)
+
+
+def commands(c) -> list[str]:
+    return [call.args[0] for call in c.run.call_args_list]
+
+
+OK = Result("")
+
+
+def fail_result(stderr="failed"):
+    return Result(stdout="", stderr=stderr, exited=1)
