@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Prepares a Debian host to run difyops' tests: Docker engine, Compose v2, debootstrap.
+# Prepares a Debian host to run difyops' tests: Docker engine, Compose v2, debootstrap, and
+# promtool and amtool for the monitoring config checks.
 # Idempotent: each step is skipped when what it provides is already there.
 # Usage: scripts/host-setup.sh            (as root, on Debian 12 or 13)
 set -euo pipefail
@@ -11,6 +12,8 @@ log() { printf '[host-setup] %s\n' "$*"; }
 need_apt=0
 command -v dockerd >/dev/null 2>&1 || need_apt=1
 command -v debootstrap >/dev/null 2>&1 || need_apt=1
+command -v promtool >/dev/null 2>&1 || need_apt=1
+command -v amtool >/dev/null 2>&1 || need_apt=1
 docker compose version 2>/dev/null | grep -qE 'version v?2\.' || need_apt=1
 if [ "$need_apt" -eq 1 ]; then
   . /etc/os-release
@@ -31,6 +34,25 @@ if [ "$need_apt" -eq 1 ]; then
   log "installing docker.io and docker-compose (${target[*]:-default release}) and debootstrap"
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${target[@]}" docker.io docker-compose >/dev/null
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+  if ! command -v promtool >/dev/null 2>&1; then
+    # promtool checks and unit-tests the Prometheus rules. Its own package from trixie on; on
+    # older releases it ships inside `prometheus`, which would also start a server, so the
+    # trixie package is taken (it depends on libc only).
+    log "installing promtool (${target[*]:-default release})"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${target[@]}" promtool >/dev/null
+  fi
+  if ! command -v amtool >/dev/null 2>&1; then
+    # amtool checks the Alertmanager config. It ships inside prometheus-alertmanager, whose
+    # installation would start an Alertmanager daemon on the host: unpack the package instead.
+    log "unpacking amtool from prometheus-alertmanager"
+    tmp="$(mktemp -d)"
+    (cd "$tmp" && apt-get download "${target[@]}" prometheus-alertmanager >/dev/null 2>&1 \
+      || apt-get download prometheus-alertmanager >/dev/null)
+    mkdir -p /opt/difyops/alertmanager
+    dpkg-deb -x "$tmp"/prometheus-alertmanager_*.deb /opt/difyops/alertmanager
+    ln -sf /opt/difyops/alertmanager/usr/bin/amtool /usr/local/bin/amtool
+    rm -rf "$tmp"
+  fi
 fi
 
 docker compose version 2>/dev/null | grep -qE 'version v?2\.' || { echo "host-setup: Compose v2 is missing after install (docker compose version)" >&2; exit 1; }

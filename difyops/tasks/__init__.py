@@ -3,9 +3,9 @@
 from invoke import Collection
 
 from ..config import DEFAULTS
-from . import env, images, prod
+from . import env, images, monitoring, prod
 
 ns = Collection()
-for module in (env, images, prod):
+for module in (env, images, monitoring, prod):
     ns.add_collection(module.ns)
 ns.configure({"difyops": dict(DEFAULTS)})

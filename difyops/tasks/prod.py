@@ -17,6 +17,12 @@ from ..errors import fail
 out = Console(highlight=False)
 
 
+def _table_console() -> Console:
+    """A console for tables: terminal width on a terminal, wide enough not to cut ports in logs."""
+    console = Console(highlight=False)
+    return console if console.is_terminal else Console(highlight=False, width=160)
+
+
 def _select(names):
     try:
         return cl.select(names)
@@ -119,7 +125,7 @@ def status(c, clusters=None):
         colour = colours.get(health)
         table.add_row(row.cluster, row.service, row.state,
                       f"[{colour}]{health}[/]" if colour else health, row.replicas, row.ports)
-    out.print(table)
+    _table_console().print(table)
 
 
 @task(

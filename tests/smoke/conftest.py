@@ -85,7 +85,8 @@ class Stack:
 
 def make_env(tmp: Path, name: str, port: int, extra: dict[str, str] | None = None) -> Path:
     env_file = tmp / ".env"
-    overrides = {"DIFYOPS_STACK": name, "EXPOSE_NGINX_PORT": str(port), **STANDIN_IMAGES, **LOCAL_IMAGES,
+    overrides = {"DIFYOPS_STACK": name, "EXPOSE_NGINX_PORT": str(port), "UPLOAD_FILE_SIZE_LIMIT": "30",
+                 **STANDIN_IMAGES, **LOCAL_IMAGES,
                  **(extra or {})}
     args = [sys.executable, "-m", "invoke", "env.init", "--env-file", str(env_file)]
     for key, value in overrides.items():

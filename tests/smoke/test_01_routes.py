@@ -67,24 +67,26 @@ def test_write_and_read_back(stack):
 
 def test_support_cluster_reachable_from_api(stack):
     sandbox = get(stack, "/console/api/sandbox").json()
-    check("api runs code in the sandbox with its key", sandbox.get("ok") is True, sandbox)
+    check("api reaches the sandbox (ssrf network) with its key", sandbox.get("sandbox_status") == 200,
+          {k: sandbox.get(k) for k in ("sandbox_url", "sandbox_status")})
     plugin = get(stack, "/console/api/plugin").json()
-    check("api reaches the plugin daemon with its key", plugin.get("ok") is True, plugin)
+    check("api reaches the plugin daemon with its key", plugin.get("plugin_daemon_status") == 200,
+          {k: plugin.get(k) for k in ("plugin_daemon_url", "plugin_daemon_status")})
 
 
 def test_celery_task_completes(stack):
-    r = requests.post(stack.base + "/v1/tasks", json={"payload": "smoke"}, timeout=TIMEOUT)
+    r = requests.post(stack.base + "/v1/tasks", json={"input": "smoke"}, timeout=TIMEOUT)
     task_id = r.json()["task_id"]
     deadline = time.monotonic() + 60
     state = {}
     while time.monotonic() < deadline:
         state = get(stack, f"/v1/tasks/{task_id}").json()
-        if state.get("status") == "done":
+        if state.get("state") in ("SUCCESS", "FAILURE"):
             break
         time.sleep(0.5)
     expected = hashlib.sha256(b"smoke").hexdigest()
-    check("a Celery task runs through Redis and records its result", state.get("status") == "done"
-          and state.get("result") == expected, state)
+    check("a Celery task runs through Redis and records its result", state.get("state") == "SUCCESS"
+          and state.get("result") == expected, {k: state.get(k) for k in ("state", "queue", "result")})
 
 
 def test_sse_arrives_event_by_event(stack):
@@ -95,16 +97,19 @@ def test_sse_arrives_event_by_event(stack):
                       timeout=30) as r:
         accel = r.headers.get("X-Accel-Buffering")
         for line in r.iter_lines(chunk_size=1):
-            if line.startswith(b"data:"):
+            if line.startswith(b"data:") and json.loads(line[5:]).get("event") == "message":
                 arrivals.append(time.monotonic() - started)
     gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
+    # Buffered, the events would land together at the end: gaps near zero.
     steady = len(arrivals) == count and min(gaps) > interval * 0.5
     check("SSE events arrive one by one, not in a burst", steady and accel == "no",
           f"{len(arrivals)} events, gaps {min(gaps):.2f}..{max(gaps):.2f}s, X-Accel-Buffering={accel}")
 
 
 def test_upload_lands_in_storage_and_comes_back(stack):
-    data = os.urandom(20 * 1024 * 1024)  # above Dify's 15 MB default: the body limit must follow
+    # Above nginx's 1 MB default and within UPLOAD_FILE_SIZE_LIMIT (30 MB in the smoke .env):
+    # the gateway's body limit must follow Dify's upload limit.
+    data = os.urandom(20 * 1024 * 1024)
     r = requests.post(stack.base + "/console/api/files/upload", files={"file": ("smoke.bin", data)},
                       timeout=60)
     check("a 20 MB upload passes the gateway (no 413)", r.status_code in (200, 201), r.status_code)

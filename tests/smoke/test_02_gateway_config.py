@@ -35,7 +35,7 @@ def test_nginx_t_passes_on_the_rendered_config():
 )
 def test_body_limit_follows_upload_limits(env, expected):
     result = render(env, ["nginx", "-T"])
-    lines = [ln.strip() for ln in result.stdout.splitlines() if "client_max_body_size" in ln]
+    lines = [ln.strip() for ln in result.stdout.splitlines() if ln.strip().startswith("client_max_body_size")]
     check(f"client_max_body_size with {env or 'defaults'}", lines == [f"client_max_body_size {expected};"],
           lines or result.stderr[-300:])
 

@@ -24,7 +24,8 @@ def env_path(tmp_path):
 def mock_context(env_file, results: dict[str, Result | list[Result]], stack=None) -> MockContext:
     """A MockContext whose run answers by regex (first match wins), each answer repeatable."""
     overrides = {"difyops": {"env_file": str(env_file), "stack": stack, "wait_timeout": 300}}
-    table = {re.compile(pattern): result for pattern, result in results.items()}
+    # invoke matches with re.match (anchored at the start): search anywhere instead.
+    table = {re.compile(".*?" + pattern): result for pattern, result in results.items()}
     return MockContext(config=Config(overrides=overrides), run=table, repeat=True)
 
 

@@ -1,0 +1,199 @@
+"""images: build the local images, pull the official ones (through a mirror), list what is present."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from invoke import Collection, task
+from rich.console import Console
+from rich.table import Table
+
+from .. import images, probes
+from ..config import load_settings
+from ..errors import DifyopsError, fail
+
+console = Console(highlight=False)
+
+# Lines of a failed command's output shown before the one-line error.
+TAIL_LINES = 25
+
+
+def _require_docker(c) -> None:
+    """The Docker daemon must answer before anything is built, pulled or listed (any engine version)."""
+    if shutil.which("docker") is None:
+        raise fail("Docker is not installed: install Docker Engine 25 or newer (scripts/host-setup.sh does it on Debian)")
+    if not c.run("docker info --format '{{.ServerVersion}}'", hide=True, warn=True).ok:
+        raise fail("the Docker daemon is not running or not reachable: start it (systemctl start docker) and retry")
+
+
+def _tail(result) -> str:
+    text = "\n".join(part for part in (result.stdout, result.stderr) if part)
+    return "\n".join(text.strip().splitlines()[-TAIL_LINES:])
+
+
+def _ensure_base_image(c, settings, verbose: bool) -> None:
+    """Make difyops/debian:trixie with debootstrap + docker import, only when it is missing."""
+    if not probes.missing_images(c, [images.BASE_IMAGE]):
+        console.print(f"base image {images.BASE_IMAGE}: present")
+        return
+    problems = images.base_image_problems(os.geteuid(), shutil.which("debootstrap"))
+    if problems:
+        raise fail(problems[0])
+    mirror = images.debian_mirror(settings.env)
+    workdir = Path(tempfile.mkdtemp(prefix="difyops-rootfs-", dir="/var/tmp"))
+    rootfs = workdir / "rootfs"
+    try:
+        console.print(f"base image {images.BASE_IMAGE}: debootstrap {images.DEBIAN_SUITE} from {mirror} (about 30 s)")
+        started = time.monotonic()
+        result = c.run(shlex.join(images.debootstrap_argv(rootfs, mirror)), hide=not verbose, warn=True)
+        if not result.ok:
+            console.print(_tail(result))
+            raise fail(
+                f"debootstrap of {images.DEBIAN_SUITE} from {mirror} failed: check that the mirror is "
+                f"reachable over http, or set {images.DEBIAN_MIRROR_SETTING} to a Debian mirror that is"
+            )
+        result = c.run(images.base_import_command(rootfs), hide=not verbose, warn=True)
+        if not result.ok:
+            console.print(_tail(result))
+            raise fail(f"docker import of {images.BASE_IMAGE} failed: see the output above")
+        console.print(f"base image {images.BASE_IMAGE}: imported in {time.monotonic() - started:.0f} s")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@task(
+    name="build-local",
+    iterable=["only"],
+    help={
+        "only": "build just this image (postgres, redis, nginx, squid, or a dify-* stand-in); repeatable",
+        "standins": "also build the Dify stand-ins from tests/standin (TEST DOUBLES, not Dify)",
+        "ca_bundle": "PEM file added to each image's trust store (default: DIFYOPS_BUILD_CA_BUNDLE in .env)",
+        "no_cache": "rebuild every layer (docker build --no-cache)",
+        "verbose": "show docker's build output as it runs",
+        "env_file": "the .env to read settings from (default: the configured env file, ./.env)",
+    },
+)
+def build_local(c, only=None, standins=False, ca_bundle=None, no_cache=False, verbose=False, env_file=None):
+    """Build the local images from Debian, no registry needed; print their .env lines."""
+    settings = load_settings(c, env_file)
+    try:
+        selected = images.select(only, standins=standins)
+        ca = images.ca_bundle_path(ca_bundle if ca_bundle is not None else settings.get(images.CA_BUNDLE_SETTING))
+    except DifyopsError as exc:
+        raise fail(str(exc))
+    _require_docker(c)
+    _ensure_base_image(c, settings, verbose)
+    if ca is not None:
+        console.print(f"extra CA bundle: {ca} (added to each image's trust store)")
+
+    total = len(selected)
+    with tempfile.TemporaryDirectory(prefix="difyops-build-") as staging:
+        for number, spec in enumerate(selected, 1):
+            plan = images.plan_build(spec, ca_bundle=ca, staging_dir=Path(staging), no_cache=no_cache)
+            note = "  (TEST DOUBLE, not Dify)" if spec.local.test_double else ""
+            console.print(f"[{number}/{total}] {spec.local.tag} from {spec.local.context}/{note}")
+            images.stage_build_context(plan)
+            started = time.monotonic()
+            result = c.run(shlex.join(plan.argv), hide=not verbose, warn=True)
+            if not result.ok:
+                if not verbose:
+                    console.print(_tail(result))
+                raise fail(
+                    f"building {spec.local.tag} failed (exit {result.exited}): see the build output above; "
+                    "rerun with --verbose for all of it"
+                )
+            console.print(f"[{number}/{total}] {spec.local.tag}: built in {time.monotonic() - started:.0f} s")
+
+    built = [spec for spec in selected if not spec.local.test_double]
+    doubles = [spec for spec in selected if spec.local.test_double]
+    if built:
+        console.print("\nTo run the bundle on these images, put these lines in .env:")
+        for line in images.local_env_lines(built):
+            console.print(line)
+    if doubles:
+        console.print("\nTest doubles (offline tests only, never production):")
+        for line in images.local_env_lines(doubles):
+            console.print(line)
+
+
+@task(
+    iterable=["only"],
+    help={
+        "mirror": "registry mirror or prefix for Docker Hub images, e.g. registry.example.cn/dockerhub "
+                  "(default: DIFYOPS_IMAGE_MIRROR in .env; '' for none)",
+        "only": "pull just this image (variable such as REDIS_IMAGE, or short name such as redis); repeatable",
+        "env_file": "the .env to resolve image refs from (default: the configured env file, ./.env)",
+    },
+)
+def pull(c, mirror=None, only=None, env_file=None):
+    """Pull the images .env names, through a registry mirror if one is set."""
+    settings = load_settings(c, env_file)
+    mirror = settings.get(images.MIRROR_SETTING) if mirror is None else mirror
+    try:
+        wanted = {images.find(name).variable for item in (only or []) for name in item.split(",") if name}
+        resolved = [r for r in images.resolve(settings.env) if not wanted or r.variable in wanted]
+        for item in resolved:  # a bad ref in .env fails here, before anything is pulled
+            images.parse_ref(item.ref)
+    except DifyopsError as exc:
+        raise fail(str(exc))
+    _require_docker(c)
+    if images.normalize_mirror(mirror):
+        console.print(f"through mirror {images.normalize_mirror(mirror)}")
+
+    failed: list[str] = []
+    for item in resolved:
+        if item.is_local_build:
+            if probes.missing_images(c, [item.ref]):
+                failed.append(item.ref)
+                console.print(f"failed  {item.ref}: a local build that is missing: run `invoke images.build-local`")
+            else:
+                console.print(f"local   {item.ref}: built here, present")
+            continue
+        outcome = images.pull_one(c, item.ref, mirror)
+        via = f" (from {outcome.source})" if outcome.source != item.ref else ""
+        if outcome.ok:
+            console.print(f"pulled  {item.ref}{via}")
+        else:
+            failed.append(item.ref)
+            console.print(f"failed  {item.ref}{via}: {outcome.error}")
+    if failed:
+        hint = f"set {images.MIRROR_SETTING} (or --mirror) where Docker Hub is blocked, or build locally"
+        raise fail(f"{len(failed)} of {len(resolved)} images could not be pulled ({', '.join(failed)}): {hint}")
+    console.print(f"all {len(resolved)} images present")
+
+
+@task(
+    name="list",
+    help={"env_file": "the .env to resolve image refs from (default: the configured env file, ./.env)"},
+)
+def list_(c, env_file=None):
+    """Show each image variable, its image, and whether that image is here."""
+    settings = load_settings(c, env_file)
+    resolved = images.resolve(settings.env)
+    _require_docker(c)
+    missing = set(probes.missing_images(c, [item.ref for item in resolved]))
+    table = Table(title=f"images of stack {settings.stack} ({settings.env_file})")
+    table.add_column("variable")
+    table.add_column("image")
+    table.add_column("from")
+    table.add_column("present", justify="center")
+    for item in resolved:
+        present = "[red]no[/red]" if item.ref in missing else "[green]yes[/green]"
+        table.add_row(item.variable, item.ref, ".env" if item.from_env else "default", present)
+    console.print(table)
+    if missing:
+        console.print(
+            f"{len(missing)} missing: `invoke images.pull` fetches official ones, "
+            "`invoke images.build-local` builds the local ones"
+        )
+
+
+ns = Collection("images")
+ns.add_task(build_local)
+ns.add_task(pull)
+ns.add_task(list_)
