@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
 
 import nox
@@ -41,6 +42,48 @@ def smoke(session: nox.Session) -> None:
                     env={"DIFYOPS_SMOKE_TIMINGS": os.path.join(session.create_tmp(), "timings.txt")})
     finally:
         stages.append(("smoke tests (deploy, checks, teardown)", time.monotonic() - mark))
+        session.log("stage timings:")
+        for name, seconds in stages:
+            session.log(f"  {name:<45} {seconds:7.1f}s")
+
+
+@nox.session(python=PYTHON, tags=["docker"])
+def bench(session: nox.Session) -> None:
+    """Benchmarks against same-run baselines; writes bench-results/results.md."""
+    _install(session)
+    session.run("invoke", "images.build-local")
+    session.run("bash", "tests/standin/build.sh", "all")
+    session.run("python", "-m", "benchmarks", *session.posargs)
+
+
+@nox.session(python=PYTHON, tags=["docker"])
+def dev(session: nox.Session) -> None:
+    """Development environment: dev.init, hot reload, worker, web, status and stop, for real."""
+    session.install("-e", ".[test,dev]")
+    missing = [tool for tool in ("node", "pnpm") if not shutil.which(tool)]
+    if missing:
+        session.error(f"{', '.join(missing)} missing: run scripts/host-setup.sh (installs pnpm) first")
+    started = time.monotonic()
+    session.run("invoke", "images.build-local", "--only", "postgres,redis,squid,adminer",
+                "--only", "dify-sandbox,dify-plugin-daemon")
+    session.log(f"images: {time.monotonic() - started:.1f}s")
+    session.run("pytest", "tests/dev", "-p", "no:cacheprovider", "-s", "-v", *session.posargs)
+
+
+@nox.session(python=PYTHON, tags=["docker"])
+def ha(session: nox.Session) -> None:
+    """HA data layer: Patroni/etcd/HAProxy and Redis Sentinel, with leader and primary failovers."""
+    _install(session)
+    stages = []
+    started = time.monotonic()
+    session.run("invoke", "images.build-local", "--only", "postgres,redis,squid,patroni,etcd,haproxy")
+    session.run("bash", "tests/standin/build.sh", "v1", external=True)
+    stages.append(("build images", time.monotonic() - started))
+    mark = time.monotonic()
+    try:
+        session.run("pytest", "tests/ha", "-p", "no:cacheprovider", "-s", "-v", *session.posargs)
+    finally:
+        stages.append(("ha tests (deploy, failovers, teardown)", time.monotonic() - mark))
         session.log("stage timings:")
         for name, seconds in stages:
             session.log(f"  {name:<45} {seconds:7.1f}s")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import paths
+from . import ha, paths
 from .config import Settings
 
 
@@ -38,13 +38,15 @@ CLUSTERS: dict[str, Cluster] = {
         Cluster("worker", ("worker", "worker_beat"), ("backend", "ssrf", "app"), ("storage",),
                 "Celery workers and beat"),
         Cluster("web", ("web",), ("app",), (), "Dify web (Next.js)"),
-        Cluster("gateway", ("nginx",), ("app",), (), "nginx: routes, TLS, the only published ports"),
+        Cluster("gateway", ("nginx",), ("app",), ("certbot-www", "letsencrypt"),
+                "nginx: routes, TLS, the only published ports"),
     )
 }
 
 # name -> internal? The data and sandbox networks have no route out of the host.
 NETWORKS = {"backend": True, "ssrf": True, "app": False}
-VOLUMES = ("pgdata", "redisdata", "storage", "plugin-storage")
+# certbot-www and letsencrypt: certbot's challenge folder and its account and certificates.
+VOLUMES = ("pgdata", "redisdata", "storage", "plugin-storage", "certbot-www", "letsencrypt")
 
 STACK_LABEL = "io.difyops.stack"
 
@@ -67,7 +69,11 @@ def select(names: str | None) -> list[Cluster]:
 
 
 def project(settings: Settings, cluster: Cluster) -> str:
-    return f"{settings.stack}-{cluster.name}"
+    """The cluster's live compose project: ``<stack>-<cluster>``, or the release an upgrade moved
+    to (releases.py keeps which; this is the one place that asks)."""
+    from . import releases
+
+    return releases.active_project(settings, cluster.name)
 
 
 def network_name(settings: Settings, network: str) -> str:
@@ -81,15 +87,45 @@ def volume_name(settings: Settings, volume: str) -> str:
 def compose_env(settings: Settings) -> dict[str, str]:
     """Process environment for compose: it wins over --env-file, so the stack name from
     invoke configuration applies even when .env says otherwise."""
-    return {"DIFYOPS_STACK": settings.stack, "DIFYOPS_ENV_FILE": str(settings.env_file)}
+    from . import releases
+
+    # Replica counts chosen with prod.scale win over .env, so a redeploy keeps them.
+    return {"DIFYOPS_STACK": settings.stack, "DIFYOPS_ENV_FILE": str(settings.env_file),
+            **releases.replica_env(settings)}
 
 
-def compose_argv(settings: Settings, cluster: Cluster, *args: str, profiles: tuple[str, ...] = ()) -> list[str]:
+SIZES = ("small", "medium", "large")
+
+
+def size_env_args(settings: Settings) -> list[str]:
+    """`--env-file compose/sizes/<size>.env` for DIFYOPS_SIZE, before .env so .env's own limits win.
+    Empty (or unknown, which pre-flight reports): none, and the compose files' defaults (medium) apply."""
+    size = settings.get("DIFYOPS_SIZE")
+    if size not in SIZES:
+        return []
+    return ["--env-file", str(paths.COMPOSE_DIR / "sizes" / f"{size}.env")]
+
+
+def https_file_args(settings: Settings, cluster: Cluster) -> list[str]:
+    """The gateway publishes its HTTPS port only with HTTPS on (compose/gateway.https.yml)."""
+    https = settings.get("NGINX_HTTPS_ENABLED", "false").strip().lower() in ("1", "true", "yes", "on")
+    if cluster.name != "gateway" or not https:
+        return []
+    return ["-f", str(paths.COMPOSE_DIR / "gateway.https.yml")]
+
+
+def compose_argv(settings: Settings, cluster: Cluster, *args: str, profiles: tuple[str, ...] = (),
+                 project_name: str | None = None) -> list[str]:
+    """`docker compose` for a cluster; project_name picks another release than the live one."""
     argv = [
         "docker", "compose",
         "-f", str(cluster.file),
+        # Overlays (DIFYOPS_DATA_HA, VECTOR_STORE=weaviate) go on top of the cluster's own file.
+        *[arg for overlay in ha.overlay_files(settings.env, cluster.name) for arg in ("-f", str(overlay))],
+        *https_file_args(settings, cluster),
+        *size_env_args(settings),
         "--env-file", str(settings.env_file),
-        "-p", project(settings, cluster),
+        "-p", project_name or project(settings, cluster),
     ]
     for profile in profiles:
         argv += ["--profile", profile]

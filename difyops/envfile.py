@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from . import ha
+
 PLACEHOLDER = "!!!GENERATED!!!"
 
 # Public strings from Dify's own example file and docs: never acceptable as secrets.
@@ -136,8 +138,8 @@ def generate(example_text: str, overrides: dict[str, str] | None = None) -> str:
     entries = parse(example_text)
     overrides = dict(overrides or {})
     values = as_dict(entries)
-    for key in SECRET_KEYS:
-        if PLACEHOLDER in values.get(key, PLACEHOLDER):
+    for key in SECRET_KEYS + ha.GENERATED:
+        if PLACEHOLDER in values.get(key, PLACEHOLDER) and (key in SECRET_KEYS or key in values):
             values[key] = new_secret()
     values.update(overrides)
     for follower, leader, condition in COUPLED:
@@ -146,6 +148,9 @@ def generate(example_text: str, overrides: dict[str, str] | None = None) -> str:
     broker = values.get("CELERY_BROKER_URL", "")
     if "CELERY_BROKER_URL" not in overrides and broker_password(broker.replace(PLACEHOLDER, "x")) is not None:
         values["CELERY_BROKER_URL"] = with_broker_password(broker.replace(PLACEHOLDER, "x"), values["REDIS_PASSWORD"])
+    # DIFYOPS_DATA_HA=true: Dify's sentinel settings follow (docs/ha.md); explicit --set values win.
+    ha_values = {k: v for k, v in ha.dify_settings(values).items() if k not in overrides}
+    values.update(ha_values)
 
     lines = []
     seen = set()
@@ -160,6 +165,11 @@ def generate(example_text: str, overrides: dict[str, str] | None = None) -> str:
         lines.append("")
         lines.append("# Set by env.init --set")
         lines.extend(f"{k}={overrides[k]}" for k in extra)
+    derived = [k for k in ha_values if k not in seen]
+    if derived:
+        lines.append("")
+        lines.append(f"# Set by env.init for {ha.HA_SETTING}=true")
+        lines.extend(f"{k}={values[k]}" for k in derived)
     return "\n".join(lines) + "\n"
 
 
@@ -187,7 +197,7 @@ def largest_upload_bytes(env: dict[str, str]) -> tuple[int, str]:
 
 def check(env: dict[str, str]) -> list[str]:
     """Every problem with a parsed env, one message each; empty when it is fine."""
-    problems = []
+    problems = ha.problems(env, PLACEHOLDER)
     for key in REQUIRED:
         value = env.get(key, "")
         if not value:

@@ -119,6 +119,21 @@ CATALOGUE: tuple[ImageSpec, ...] = (
     ImageSpec("blackbox-exporter", "BLACKBOX_EXPORTER_IMAGE", "prom/blackbox-exporter:v0.26.0",
               LocalBuild("images/blackbox-exporter", "difyops-local/blackbox-exporter:0.26"),
               "HTTP probes through the gateway"),
+    # Backup tools (difyops/backup.py). No official image exists: the default is the local build.
+    ImageSpec("backup", "DIFYOPS_BACKUP_IMAGE", "difyops-local/backup:1",
+              LocalBuild("images/backup", "difyops-local/backup:1"),
+              "backup tools: pg_dump 17, redis-cli, age, zstd, restic"),
+    # HA data layer (compose/data-ha.yml, docs/ha.md). Patroni has no single official image:
+    # Zalando's Spilo (Patroni + PostgreSQL + pgvector) is the pinned default, untested here.
+    ImageSpec("patroni", "PATRONI_IMAGE", "ghcr.io/zalando/spilo-17:4.0-p2",
+              LocalBuild("images/patroni", "difyops-local/patroni:4"), "Patroni + PostgreSQL 17 + pgvector"),
+    ImageSpec("etcd", "ETCD_IMAGE", "quay.io/coreos/etcd:v3.5.16",
+              LocalBuild("images/etcd", "difyops-local/etcd:3.5"), "etcd, Patroni's store"),
+    ImageSpec("haproxy", "HAPROXY_IMAGE", "haproxy:3.0.10",
+              LocalBuild("images/haproxy", "difyops-local/haproxy:3.0"), "HAProxy: read-write and read-only fronts"),
+    # Development middleware's opt-in database viewer (compose/dev/middleware.yml, profile viewer).
+    ImageSpec("adminer", "ADMINER_IMAGE", "adminer:5.3.0",
+              LocalBuild("images/adminer", "difyops-local/adminer:5"), "Adminer database viewer (development)"),
 )
 
 # Prefixes of images that only ever exist because they were built on this machine.

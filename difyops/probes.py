@@ -85,7 +85,10 @@ def published_by_stack(c: Any, settings: Settings, port: int) -> bool:
 def port_problems(c: Any, settings: Settings) -> list[str]:
     host = settings.get("NGINX_BIND_ADDRESS", "127.0.0.1")
     problems = []
-    for key, default in (("EXPOSE_NGINX_PORT", "80"),):
+    keys = [("EXPOSE_NGINX_PORT", "80")]
+    if settings.get("NGINX_HTTPS_ENABLED", "false").strip().lower() in ("1", "true", "yes", "on"):
+        keys.append(("EXPOSE_NGINX_SSL_PORT", "443"))  # published only with HTTPS on
+    for key, default in keys:
         raw = settings.get(key, default)
         if not raw.isdigit() or not 0 < int(raw) < 65536:
             problems.append(f"{key}={raw!r} is not a port number")

@@ -14,6 +14,8 @@ command -v dockerd >/dev/null 2>&1 || need_apt=1
 command -v debootstrap >/dev/null 2>&1 || need_apt=1
 command -v promtool >/dev/null 2>&1 || need_apt=1
 command -v amtool >/dev/null 2>&1 || need_apt=1
+command -v openssl >/dev/null 2>&1 || need_apt=1
+command -v nft >/dev/null 2>&1 || need_apt=1
 docker compose version 2>/dev/null | grep -qE 'version v?2\.' || need_apt=1
 if [ "$need_apt" -eq 1 ]; then
   . /etc/os-release
@@ -34,6 +36,8 @@ if [ "$need_apt" -eq 1 ]; then
   log "installing docker.io and docker-compose (${target[*]:-default release}) and debootstrap"
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${target[@]}" docker.io docker-compose >/dev/null
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+  # openssl: tls.self-signed and tls.expiry; nftables: prod.firewall's rules are checked with nft --check.
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl nftables >/dev/null
   if ! command -v promtool >/dev/null 2>&1; then
     # promtool checks and unit-tests the Prometheus rules. Its own package from trixie on; on
     # older releases it ships inside `prometheus`, which would also start a server, so the
@@ -53,6 +57,17 @@ if [ "$need_apt" -eq 1 ]; then
     ln -sf /opt/difyops/alertmanager/usr/bin/amtool /usr/local/bin/amtool
     rm -rf "$tmp"
   fi
+fi
+
+# The development environment's tests (nox -s dev) drive Dify's own tools: uv (from PyPI) and
+# pnpm (from the npm registry). Each is installed only when missing, and only where its installer is.
+if ! command -v uv >/dev/null 2>&1; then
+  log "installing uv (PyPI)"
+  python3 -m pip install --quiet --disable-pip-version-check uv
+fi
+if ! command -v pnpm >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+  log "installing pnpm (npm registry)"
+  npm install -g --silent pnpm@9 >/dev/null
 fi
 
 docker compose version 2>/dev/null | grep -qE 'version v?2\.' || { echo "host-setup: Compose v2 is missing after install (docker compose version)" >&2; exit 1; }

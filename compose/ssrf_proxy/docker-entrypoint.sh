@@ -1,6 +1,6 @@
 #!/bin/sh
 # ssrf_proxy entrypoint: renders /etc/squid/squid.conf from /etc/squid/squid.conf.template and
-# runs squid in the foreground as PID 1 (so `docker stop` reaches it).
+# runs squid in the foreground as PID 1 (so `docker stop` reaches it), logging to stdout/stderr.
 # Settings (Dify's names): HTTP_PORT (3128), COREDUMP_DIR (/var/spool/squid),
 # REVERSE_PROXY_PORT (8194), SANDBOX_HOST (sandbox), SANDBOX_PORT (8194).
 # Needs only sh, squid and envsubst, so it runs in ubuntu/squid and in difyops-local/squid
@@ -56,8 +56,8 @@ if [ "$(id -u)" = 0 ]; then
   mkdir -p "$COREDUMP_DIR"
   if id proxy >/dev/null 2>&1; then
     chown proxy "$COREDUMP_DIR" 2>/dev/null || true
-    # squid opens stdio:/dev/stdout and /dev/stderr after it has become the proxy user: give it
-    # the container's output pipes (or terminal), never a file or a device such as /dev/null.
+    # squid opens stdio:/dev/stdout after it has become the proxy user: give it the container's
+    # output pipes (or terminal), never a file or a device such as /dev/null.
     for fd in 1 2; do
       # /proc/$$: this shell's descriptors (which squid inherits), not those of chown itself.
       if [ -p "/proc/$$/fd/$fd" ] || [ -t "$fd" ]; then
@@ -74,4 +74,5 @@ if [ "$soft" = unlimited ] || [ "$soft" -gt 65536 ]; then
   ulimit -S -n 65536
 fi
 
-exec "$SQUID" -f "$CONF" -NYC
+# -d 1: squid's own messages on stderr (the template sends cache_log to /dev/null).
+exec "$SQUID" -f "$CONF" -NYC -d 1

@@ -3,9 +3,10 @@
 from invoke import Collection
 
 from ..config import DEFAULTS
-from . import env, images, monitoring, prod
+from ..devconfig import DEV_DEFAULTS
+from . import api, backup, dev, env, images, middleware, monitoring, prod, swarm, tls, web
 
 ns = Collection()
-for module in (env, images, monitoring, prod):
+for module in (env, images, monitoring, prod, tls, backup, swarm, dev, middleware, api, web):
     ns.add_collection(module.ns)
-ns.configure({"difyops": dict(DEFAULTS)})
+ns.configure({"difyops": {**DEFAULTS, **DEV_DEFAULTS}})

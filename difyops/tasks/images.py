@@ -17,7 +17,7 @@ from .. import images, probes
 from ..config import load_settings
 from ..errors import DifyopsError, fail
 
-console = Console(highlight=False)
+console = Console(highlight=False, soft_wrap=True)
 
 # Lines of a failed command's output shown before the one-line error.
 TAIL_LINES = 25
@@ -162,7 +162,10 @@ def pull(c, mirror=None, only=None, env_file=None):
             failed.append(item.ref)
             console.print(f"failed  {item.ref}{via}: {outcome.error}")
     if failed:
-        hint = f"set {images.MIRROR_SETTING} (or --mirror) where Docker Hub is blocked, or build locally"
+        if images.normalize_mirror(mirror):
+            hint = f"check that {images.normalize_mirror(mirror)} is reachable and mirrors these images"
+        else:
+            hint = f"set {images.MIRROR_SETTING} (or --mirror) where Docker Hub is blocked, or build locally"
         raise fail(f"{len(failed)} of {len(resolved)} images could not be pulled ({', '.join(failed)}): {hint}")
     console.print(f"all {len(resolved)} images present")
 
@@ -179,7 +182,7 @@ def list_(c, env_file=None):
     missing = set(probes.missing_images(c, [item.ref for item in resolved]))
     table = Table(title=f"images of stack {settings.stack} ({settings.env_file})")
     table.add_column("variable")
-    table.add_column("image")
+    table.add_column("image", overflow="fold")  # a ref is never cut short
     table.add_column("from")
     table.add_column("present", justify="center")
     for item in resolved:
@@ -193,7 +196,86 @@ def list_(c, env_file=None):
         )
 
 
+@task(
+    iterable=["only"],
+    help={
+        "output": "the bundle file to write (default: difyops-images-<stack>-<UTC time>.tar here)",
+        "only": "bundle just this image (short name such as redis, a variable such as REDIS_IMAGE, or any "
+                "image ref); repeatable (default: every image .env resolves to)",
+        "env_file": "the .env to resolve image refs from (default: the configured env file, ./.env)",
+        "context": "Docker context to save from (default: the current one)",
+    },
+)
+def save(c, output=None, only=None, env_file=None, context=None):
+    """Write one offline bundle: docker save of the images, a manifest, sha256 sums."""
+    from .. import bundle
+
+    settings = load_settings(c, env_file)
+    names = [part for item in (only or []) for part in item.replace(",", " ").split() if part]
+    try:
+        by_var = {r.variable: r for r in images.resolve(settings.env)}
+        wanted = []
+        for name in names or list(by_var):
+            try:
+                spec = images.find(name)
+                wanted.append((by_var[spec.variable].ref, spec.variable))
+            except DifyopsError:
+                images.parse_ref(name)  # not in the catalogue: must at least be a ref
+                wanted.append((name, ""))
+    except DifyopsError as exc:
+        raise fail(str(exc))
+    _require_docker(c)
+    refs = list(dict.fromkeys(ref for ref, _ in wanted))
+    ids = bundle.image_ids(refs, context)
+    missing = [ref for ref in refs if ref not in ids]
+    if missing:
+        raise fail(f"not present here, nothing written: {', '.join(missing)} (`invoke images.pull` or "
+                   "`images.build-local` first, or choose with --only)")
+    variables = {}
+    for ref, variable in wanted:
+        variables.setdefault(ref, variable)
+    path = Path(output or f"difyops-images-{settings.stack}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.tar")
+    if path.exists():
+        raise fail(f"{path} exists: choose another --output (a bundle is never overwritten)")
+    started = time.monotonic()
+    try:
+        bundle.save([bundle.BundleImage(ref, ids[ref], variables[ref]) for ref in refs], path, context)
+    except DifyopsError as exc:
+        raise fail(str(exc))
+    size = path.stat().st_size
+    console.print(f"wrote {path} ({size / 1e6:.1f} MB, {len(refs)} images) in {time.monotonic() - started:.1f}s")
+
+
+@task(
+    positional=["path"],
+    help={
+        "path": "the bundle file written by `invoke images.save`",
+        "verify_only": "check sums and manifest, load nothing",
+        "context": "Docker context to load into (default: the current one), e.g. a server without a registry",
+    },
+)
+def load(c, path, verify_only=False, context=None):
+    """Verify an offline bundle (sums, manifest) and load its images; a bad bundle loads nothing."""
+    from .. import bundle
+
+    started = time.monotonic()
+    try:
+        if verify_only:
+            manifest = bundle.verify(Path(path))
+            console.print(f"{path}: intact, {len(manifest['images'])} images")
+            return
+        _require_docker(c)
+        loaded = bundle.load(Path(path), context)
+    except DifyopsError as exc:
+        raise fail(f"{path}: {exc}; nothing was loaded" if "docker load" not in str(exc) else f"{path}: {exc}")
+    for image in loaded:
+        console.print(f"loaded  {image.ref} ({image.id[:19]})")
+    console.print(f"{len(loaded)} images loaded and checked in {time.monotonic() - started:.1f}s")
+
+
 ns = Collection("images")
 ns.add_task(build_local)
 ns.add_task(pull)
 ns.add_task(list_)
+ns.add_task(save)
+ns.add_task(load)

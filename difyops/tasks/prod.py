@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import shlex
+import sys
 import time
 
 from invoke import Collection, task
@@ -10,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .. import clusters as cl
-from .. import stack
+from .. import releases, rollout, stack
 from ..config import load_settings
 from ..errors import fail
 
@@ -43,10 +45,20 @@ def _preflight_or_exit(c, settings, selected):
     help={
         "clusters": f"comma-separated clusters to deploy, in order (default: all of {', '.join(cl.CLUSTERS)})",
         "timeout": "seconds to wait for each cluster to become healthy",
+        "target": "compose (this host, the default) or swarm (one stack per cluster on a Swarm manager)",
+        "context": "with --target swarm: the Docker context of the Swarm manager (e.g. host=ssh://user@manager)",
     }
 )
-def deploy(c, clusters=None, timeout=None):
+def deploy(c, clusters=None, timeout=None, target="compose", context=None):
     """Deploy the stack: pre-flight, then each cluster in order, waiting for health."""
+    if target == "swarm":
+        from .swarm import deploy_to_swarm
+
+        return deploy_to_swarm(c, clusters=clusters, timeout=timeout, context=context)
+    if target != "compose":
+        raise fail(f"unknown target {target!r}: choose compose or swarm")
+    if context:
+        raise fail("--context goes with --target swarm; for Compose on another host set DOCKER_CONTEXT=NAME")
     settings = load_settings(c)
     selected = _select(clusters)
     started = time.monotonic()
@@ -59,6 +71,8 @@ def deploy(c, clusters=None, timeout=None):
         timings.append((cluster.name, seconds))
         stack.console.print(f"[green]{cluster.name}[/]: healthy in {seconds:.1f}s")
     summary = ", ".join(f"{name} {secs:.1f}s" for name, secs in timings)
+    releases.record(settings, "deploy", "ok", clusters=[x.name for x in selected],
+                    to=rollout.release_images(settings.env), seconds=round(time.monotonic() - started, 1))
     out.print(f"deployed stack {settings.stack} in {time.monotonic() - started:.1f}s ({summary})")
 
 
@@ -156,6 +170,158 @@ def logs(c, cluster=None, service=None, follow=False, tail="200", since=None):
         stack.run_compose(c, settings, item, *args, warn=True, pty=False)
 
 
+def _backup_hook(c):
+    """The backup task, when a `backup` namespace with a `create` task is in the root collection."""
+    from . import ns as root
+
+    backup_ns = root.collections.get("backup")
+    task_obj = backup_ns.tasks.get("create") if backup_ns is not None else None
+
+    def run():
+        if task_obj is None:
+            stack.console.print("[yellow]backup[/]: skipped (no `backup.create` task in this bundle); "
+                                "take one yourself before upgrading production")
+            return
+        stack.console.print("[bold]backup[/]: invoke backup.create")
+        task_obj(c)
+
+    return run
+
+
+@task(
+    help={
+        "version": "the Dify release to move to (sets DIFY_VERSION, e.g. 1.13.4)",
+        "api_image": "explicit api (and worker) image ref instead of --version",
+        "web_image": "explicit web image ref instead of --version",
+        "timeout": "seconds each new replica may take to become healthy before rolling back",
+        "no_backup": "do not call backup.create first",
+    }
+)
+def upgrade(c, version=None, api_image=None, web_image=None, timeout=None, no_backup=False):
+    """Upgrade api, web and workers with no failed request; rolls back by itself on failure."""
+    settings = load_settings(c)
+    if not (version or api_image or web_image):
+        raise fail("say what to upgrade to: --version X, or --api-image/--web-image")
+    try:
+        updates = releases.version_updates(settings.env, version, api_image, web_image)
+    except ValueError as exc:
+        raise fail(str(exc))
+    entry = rollout.upgrade(c, settings, updates, "upgrade", timeout=int(timeout) if timeout else None,
+                            backup=None if no_backup else _backup_hook(c))
+    out.print(f"upgraded stack {settings.stack} in {entry['seconds']}s")
+
+
+@task(help={"timeout": "seconds each replica of the previous release may take to become healthy"})
+def rollback(c, timeout=None):
+    """Go back to the release before the last upgrade (refused if the database moved past it)."""
+    settings = load_settings(c)
+    updates = rollout.rollback_updates(settings)
+    entry = rollout.upgrade(c, settings, updates, "rollback", timeout=int(timeout) if timeout else None)
+    out.print(f"rolled stack {settings.stack} back in {entry['seconds']}s")
+
+
+@task(help={"limit": "show only the last N entries", "json": "print JSON lines instead of a table"})
+def history(c, limit=20, json=False):
+    """Show the deploy history: deploys, upgrades, rollbacks, scaling."""
+    import json as jsonlib
+
+    settings = load_settings(c)
+    entries = releases.history(settings)[-int(limit):]
+    if json:
+        for entry in entries:
+            out.print(jsonlib.dumps(entry, sort_keys=True), soft_wrap=True)
+        return
+    table = Table(title=f"deploy history of stack {settings.stack} ({releases.history_path(settings)})")
+    for column in ("time", "action", "result", "api image", "web image", "note"):
+        table.add_column(column)
+    for e in entries:
+        to = e.get("to") or {}
+        note = e.get("message") or (", ".join(f"{k}={v}" for k, v in (e.get("replicas") or {}).items()))
+        table.add_row(e.get("time", ""), e.get("action", ""), e.get("result", ""), to.get("DIFY_API_IMAGE", ""),
+                      to.get("DIFY_WEB_IMAGE", ""), note if e.get("result") != "ok" or e.get("action") == "scale" else "")
+    if not entries:
+        out.print(f"no deploys recorded for stack {settings.stack} yet")
+        return
+    _table_console().print(table)
+
+
+@task(
+    positional=["replicas"],
+    help={
+        "replicas": "KEY=N pairs, comma or space separated: api=2,web=2,worker=3 (worker groups: worker_<g>=N)",
+        "timeout": "seconds to wait for the new replicas to become healthy",
+    },
+)
+def scale(c, replicas, timeout=None):
+    """Set replica counts of api, web and worker groups (api=2,web=2,worker=3)."""
+    settings = load_settings(c)
+    try:
+        known = [u.key for u in rollout.units(settings)]
+    except ValueError as exc:
+        raise fail(str(exc))
+    counts = rollout.parse_scale([replicas], known)
+    rollout.scale(c, settings, counts, timeout=int(timeout) if timeout else None)
+    out.print("scaled " + ", ".join(f"{k}={v}" for k, v in counts.items()))
+
+
+@task(help={"env_file": "file to check (default: the configured env file, ./.env)"})
+def check(c, env_file=None):
+    """Refuse an insecure configuration: one line per problem (secrets, debug, HTTP, certificate)."""
+    from .. import hardening
+
+    settings = load_settings(c, env_file)
+    problems = hardening.check(c, settings)
+    for problem in problems:  # plain lines, never wrapped: one line per problem
+        print(f"problem: {problem}", file=sys.stderr)
+    if problems:
+        raise fail(f"prod.check found {len(problems)} problem(s) in {settings.env_file}")
+    out.print(f"{settings.env_file}: fit for production")
+
+
+@task(
+    help={
+        "tool": "nft (nftables, default) or ufw",
+        "ssh_port": "SSH port to keep open (0: none; keep it unless you have console access)",
+        "apply": "apply the rules to this host (root); without it they are only printed",
+    }
+)
+def firewall(c, tool="nft", ssh_port=22, apply=False):
+    """Print (or with --apply, apply) host firewall rules opening only the gateway's ports and SSH."""
+    from .. import hardening
+
+    settings = load_settings(c)
+    if tool not in ("nft", "ufw"):
+        raise fail(f"--tool {tool!r} is not supported: choose nft or ufw")
+    try:
+        ports = hardening.gateway_ports(settings)
+        ssh = int(ssh_port) or None
+    except ValueError:
+        raise fail("EXPOSE_NGINX_PORT, EXPOSE_NGINX_SSL_PORT and --ssh-port must be port numbers")
+    if tool == "nft":
+        rules = hardening.nft_rules(ports, ssh)
+        if not apply:
+            print(rules, end="")
+            return
+        result = c.run("nft -f -", in_stream=io.StringIO(rules), hide=True, warn=True)
+    else:
+        commands = hardening.ufw_commands(ports, ssh)
+        if not apply:
+            print("\n".join(shlex.join(cmd) for cmd in commands))
+            return
+        result = None
+        for cmd in commands:
+            result = c.run(shlex.join(cmd), hide=True, warn=True)
+            if not result.ok:
+                break
+    if not result.ok:
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise fail(f"{tool} refused the rules ({last}): run as root with {tool} installed")
+    opened = ", ".join(str(p) for p in ([ssh] if ssh else []) + ports)
+    out.print(f"firewall ({tool}): inbound traffic dropped except TCP {opened}")
+
+
 ns = Collection("prod")
-for t in (deploy, up, restart, down, status, logs):
+for t in (deploy, up, restart, down, status, logs, upgrade, rollback, history, scale):
     ns.add_task(t)
+ns.add_task(check)
+ns.add_task(firewall)

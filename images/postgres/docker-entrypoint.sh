@@ -94,11 +94,15 @@ psql_init() {
 }
 
 temp_server_start() {
-  local -a server_args=( "$@" )
+  local options=""
+  # The same settings as the real server (each argument quoted for pg_ctl's shell), but no TCP:
+  # nothing outside sees a half-made database.
+  if [ "$#" -gt 0 ]; then
+    options="$(printf '%q ' "$@")"
+  fi
   log "starting a temporary server (socket only) for initialisation"
-  # The same -c settings as the real server, but no TCP: nothing outside sees a half-made database.
   PGUSER="$POSTGRES_USER" pg_ctl --pgdata="$PGDATA" --wait --silent \
-    -o "$(printf '%q ' "${server_args[@]}") -c listen_addresses='' -p ${PGPORT:-5432}" start
+    -o "${options}-c listen_addresses='' -p ${PGPORT:-5432}" start
 }
 
 temp_server_stop() {

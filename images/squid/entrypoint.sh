@@ -1,12 +1,13 @@
 #!/bin/sh
 # Entrypoint of difyops-local/squid (the interface of ubuntu/squid's): arguments starting with
-# "-" are squid's, so the default command is `squid -f /etc/squid/squid.conf -NYC` (foreground).
+# "-" are squid's, so the default command is `squid -f /etc/squid/squid.conf -NYC -d 1`
+# (foreground; -d 1 copies squid's own messages to stderr).
 # Before squid starts, its log and spool folders and the container's output are given to the
 # proxy user, and the cache folders of a configured cache_dir are created (squid -z). squid is
 # exec'd as PID 1.
 set -eu
 
-[ "$#" -gt 0 ] || set -- -f /etc/squid/squid.conf -NYC
+[ "$#" -gt 0 ] || set -- -f /etc/squid/squid.conf -NYC -d 1
 case "$1" in
   -*) set -- /usr/sbin/squid "$@" ;;
 esac
@@ -15,7 +16,7 @@ if [ "$1" = /usr/sbin/squid ] || [ "$1" = squid ]; then
   if [ "$(id -u)" = 0 ]; then
     mkdir -p /var/log/squid /var/spool/squid /var/cache/squid
     chown proxy:proxy /var/log/squid /var/spool/squid /var/cache/squid
-    # squid opens its logs (stdio:/dev/stdout, /dev/stderr) after it has become the proxy user:
+    # squid opens its access log (stdio:/dev/stdout) after it has become the proxy user:
     # give it the container's output pipes (or terminal), never a file or device such as /dev/null.
     for fd in 1 2; do
       # /proc/$$: this shell's descriptors (which squid inherits), not those of chown itself.

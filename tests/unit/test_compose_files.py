@@ -22,6 +22,7 @@ DEFAULTS = {
     "DIFY_API_IMAGE": "langgenius/dify-api:${DIFY_VERSION:-1.13.3}",
     "DIFY_WEB_IMAGE": "langgenius/dify-web:${DIFY_VERSION:-1.13.3}",
     "NGINX_IMAGE": "nginx:1.27.5",
+    "CERTBOT_IMAGE": "certbot/certbot:v4.0.0",
 }
 
 

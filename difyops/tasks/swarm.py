@@ -1,0 +1,136 @@
+"""swarm: Docker Swarm nodes and stacks (`invoke prod.deploy --target swarm` deploys the clusters)."""
+
+from __future__ import annotations
+
+import time
+
+from invoke import Collection, task
+from rich.console import Console
+from rich.table import Table
+
+from .. import clusters as cl
+from .. import probes, swarm
+from ..config import load_settings
+from ..errors import DifyopsError, fail
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+CONTEXT_HELP = "Docker context of a Swarm manager (docker context ls; e.g. one made with host=ssh://user@manager)"
+
+
+def _select(names):
+    try:
+        selected = cl.select(names)
+    except cl.UnknownCluster as exc:
+        raise fail(str(exc))
+    missing = [x.name for x in selected if not swarm.overlay_file(x).exists()]
+    if missing:
+        raise fail(f"cluster(s) {', '.join(missing)} have no Swarm overlay yet (compose/swarm/<cluster>.yml): "
+                   f"deploy them with Compose, or choose from "
+                   f"{', '.join(x for x in cl.CLUSTERS if swarm.overlay_file(cl.CLUSTERS[x]).exists())}")
+    return selected
+
+
+def deploy_to_swarm(c, clusters=None, timeout=None, context=None):
+    """`prod.deploy --target swarm`: pre-flight, then one stack per cluster, each waited on."""
+    settings = load_settings(c)
+    selected = _select(clusters)
+    started = time.monotonic()
+    where = f"context {context}" if context else "the local engine"
+    err.print(f"[bold]pre-flight[/]: Swarm manager ({where}), .env, node labels (nothing is changed yet)")
+    problems = probes.env_problems(settings)
+    problems += swarm.swarm_problems(c, context, {swarm.ROLE_OF[x.name] for x in selected})
+    stack_files = {}
+    if not problems:
+        for cluster in selected:  # render every cluster first: a bad file changes nothing
+            try:
+                stack_files[cluster.name] = swarm.to_stack(swarm.render(c, settings, cluster),
+                                                           swarm.stack_name(settings, cluster), settings.env)
+            except DifyopsError as exc:
+                problems.append(str(exc))
+    if problems:
+        for problem in problems:
+            err.print(f"[red]problem:[/] {problem}")
+        raise fail(f"pre-flight found {len(problems)} problem(s); nothing was deployed")
+    for name, stack_file in stack_files.items():
+        if stack_file.dropped:
+            err.print(f"[yellow]{name}[/]: Swarm ignores {'; '.join(stack_file.dropped)}")
+    wait = int(timeout or settings.wait_timeout)
+    timings = []
+    try:
+        swarm.ensure_networks(c, settings, selected, context)
+        for cluster in selected:
+            err.print(f"[bold]{cluster.name}[/]: stack {swarm.stack_name(settings, cluster)} "
+                      f"({cluster.summary}), waiting until every replica is healthy")
+            mark = time.monotonic()
+            swarm.deploy_cluster(c, settings, cluster, context, wait)
+            timings.append((cluster.name, time.monotonic() - mark))
+            err.print(f"[green]{cluster.name}[/]: converged in {timings[-1][1]:.1f}s")
+    except DifyopsError as exc:
+        raise fail(str(exc))
+    summary = ", ".join(f"{name} {secs:.1f}s" for name, secs in timings)
+    out.print(f"deployed stack {settings.stack} to Swarm ({where}) in {time.monotonic() - started:.1f}s ({summary})")
+
+
+@task(
+    positional=["node", "roles"],
+    help={
+        "node": "the Swarm node (name or id, as `docker node ls` shows)",
+        "roles": f"comma-separated roles it takes: {', '.join(swarm.ROLES)} (data: PostgreSQL and Redis; "
+                 "app: api, worker, web; gateway: nginx)",
+        "remove": "take these roles away instead of adding them",
+        "context": CONTEXT_HELP,
+    },
+)
+def label(c, node, roles, remove=False, context=None):
+    """Give a Swarm node roles (node labels difyops.role.<role>=true) that place the clusters."""
+    try:
+        chosen = swarm.parse_roles(roles)
+    except DifyopsError as exc:
+        raise fail(str(exc))
+    argv = swarm.label_argv(context, node, [] if remove else chosen, chosen if remove else [])
+    result = c.run(" ".join(argv), hide=True, warn=True)
+    if not result.ok:
+        lines = [ln for ln in (result.stderr or "").splitlines() if ln.strip()]
+        raise fail(f"could not label node {node}: {lines[-1] if lines else 'no output'}")
+    out.print(f"node {node}: {'removed' if remove else 'added'} role(s) {', '.join(chosen)}")
+
+
+@task(help={"clusters": "comma-separated clusters to show (default: all with a Swarm overlay)",
+            "context": CONTEXT_HELP})
+def status(c, clusters=None, context=None):
+    """Show each stack's services: replicas running/desired and the state of the last update."""
+    settings = load_settings(c)
+    selected = _select(clusters) if clusters else [x for x in cl.CLUSTERS.values() if swarm.overlay_file(x).exists()]
+    table = Table(title=f"stack {settings.stack} on Swarm")
+    for column in ("cluster", "service", "replicas", "update"):
+        table.add_column(column)
+    for cluster in selected:
+        states = swarm.service_states(c, swarm.stack_name(settings, cluster), context)
+        if not states:
+            table.add_row(cluster.name, "-", "absent", "")
+        for s in states:
+            colour = "green" if s.running == s.desired and s.desired else "red"
+            table.add_row(cluster.name, s.name, f"[{colour}]{s.running}/{s.desired}[/]", s.update)
+    out.print(table)
+
+
+@task(
+    optional=["clusters"],
+    help={
+        "clusters": "comma-separated clusters to remove (default: all, gateway first); volumes are kept",
+        "context": CONTEXT_HELP,
+    },
+)
+def down(c, clusters=None, context=None):
+    """Remove the stacks of a Swarm deployment; with no cluster named, also its networks and secrets."""
+    settings = load_settings(c)
+    selected = _select(clusters) if clusters else [x for x in cl.CLUSTERS.values() if swarm.overlay_file(x).exists()]
+    swarm.remove(c, settings, selected, context, networks=not clusters)
+    out.print(f"stack {settings.stack}: removed from Swarm ({', '.join(x.name for x in selected)}); volumes kept")
+
+
+ns = Collection("swarm")
+for t in (label, status, down):
+    ns.add_task(t)

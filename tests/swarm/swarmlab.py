@@ -1,0 +1,235 @@
+"""A throwaway Docker Swarm of docker-in-docker nodes on this machine, for tests/swarm.
+
+Nodes are containers of ``difyops-test/swarm-node:26`` (tests/swarm/node/Dockerfile: Debian 13's
+docker.io) run without --privileged, as ../shared/ENVIRONMENT.md found to work. Each node's Docker
+socket is also bound to a folder of the host, so a Docker context reaches the manager
+(``unix://<dir>/docker.sock``): the tasks under test drive the Swarm through ``--context`` as they
+would drive a remote manager through ``ssh://``. Every name starts with a per-run prefix;
+``destroy`` removes every container, volume, network, folder and context it made.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+NODE_IMAGE = "difyops-test/swarm-node:26"
+NODE_DOCKERFILE_DIR = Path(__file__).resolve().parent / "node"
+
+# What a dind node needs without --privileged. Where the VM withholds CAP_SYS_RESOURCE, some
+# engines want it dropped explicitly and others refuse to drop what they cannot grant:
+# node_run_flags() asks the engine which.
+NODE_RUN_FLAGS = [
+    "--cap-add", "ALL",
+    "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
+    "--cgroupns", "host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "--tmpfs", "/run",
+]
+
+
+def node_run_flags() -> list[str]:
+    probe = sh("docker", "run", "--rm", "--cap-drop", "SYS_RESOURCE", *NODE_RUN_FLAGS, NODE_IMAGE, "true",
+               check=False, timeout=120)
+    return NODE_RUN_FLAGS + (["--cap-drop", "SYS_RESOURCE"] if probe.returncode == 0 else [])
+
+
+def sh(*argv: str, check: bool = True, timeout: float = 300, input: bytes | None = None,
+       text: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(list(argv), capture_output=True, timeout=timeout, input=input,
+                            text=text if input is None else False)
+    if check and result.returncode != 0:
+        err = result.stderr if isinstance(result.stderr, str) else result.stderr.decode(errors="replace")
+        raise RuntimeError(f"{' '.join(argv[:6])} failed ({result.returncode}): {err.strip()[-800:]}")
+    return result
+
+
+@dataclass
+class Node:
+    name: str  # the container's name on this host
+    role: str  # manager | worker
+    sockdir: Path
+
+    def docker(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+        return sh("docker", "-H", f"unix://{self.sockdir}/docker.sock", *args, check=check, timeout=timeout)
+
+    @property
+    def address(self) -> str:
+        return sh("docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+                  self.name).stdout.strip()
+
+
+@dataclass
+class Lab:
+    prefix: str
+    workdir: Path
+    nodes: list[Node] = field(default_factory=list)
+    context: str = ""
+    published: dict[int, int] = field(default_factory=dict)  # gateway port in the swarm -> 127.0.0.1 port
+
+    @property
+    def network(self) -> str:
+        return f"{self.prefix}-net"
+
+    @property
+    def manager(self) -> Node:
+        return self.nodes[0]
+
+    @property
+    def workers(self) -> list[Node]:
+        return self.nodes[1:]
+
+    def ensure_node_image(self) -> None:
+        if sh("docker", "image", "inspect", NODE_IMAGE, check=False).returncode != 0:
+            sh("docker", "build", "-q", "-t", NODE_IMAGE, str(NODE_DOCKERFILE_DIR), timeout=900)
+
+    def start(self, workers: int, publish: dict[int, int]) -> None:
+        """Start 1 manager + `workers` nodes, form the Swarm, make the context."""
+        self.ensure_node_image()
+        sh("docker", "network", "create", "--label", f"difyops.test={self.prefix}", self.network)
+        self.published = dict(publish)
+        flags = node_run_flags()
+        names = ["manager"] + [f"worker{i}" for i in range(1, workers + 1)]
+        for short in names:
+            sockdir = self.workdir / short
+            sockdir.mkdir(parents=True, exist_ok=True)
+            node = Node(f"{self.prefix}-{short}", "manager" if short == "manager" else "worker", sockdir)
+            ports = []
+            if short == "manager":
+                for inside, outside in publish.items():
+                    ports += ["-p", f"127.0.0.1:{outside}:{inside}"]
+            sh("docker", "run", "-d", "--name", node.name, "--hostname", short, "--network", self.network,
+               "--label", f"difyops.test={self.prefix}", *flags, *ports,
+               # The node's container has IPv6 switched off: let dockerd's overlay bridges live with it.
+               "-e", "DOCKER_ALLOW_IPV6_ON_IPV4_INTERFACE=1",
+               "-v", f"{self.prefix}-{short}-lib:/var/lib/docker", "-v", f"{sockdir}:/sock",
+               NODE_IMAGE, "dockerd", "--storage-driver=vfs",
+               "-H", "unix:///var/run/docker.sock", "-H", "unix:///sock/docker.sock")
+            self.nodes.append(node)
+        for node in self.nodes:
+            self._wait_daemon(node)
+        addr = self.manager.address
+        self.manager.docker("swarm", "init", "--advertise-addr", addr)
+        # Faster failure detection than the 5 s default, so a lost node is noticed within seconds.
+        self.manager.docker("swarm", "update", "--dispatcher-heartbeat", "2s")
+        token = self.manager.docker("swarm", "join-token", "-q", "worker").stdout.strip()
+        for node in self.workers:
+            node.docker("swarm", "join", "--token", token, f"{addr}:2377")
+        self.context = self.prefix
+        sh("docker", "context", "create", self.context, "--description", "difyops swarm test (temporary)",
+           "--docker", f"host=unix://{self.manager.sockdir}/docker.sock")
+
+    @staticmethod
+    def _wait_daemon(node: Node, attempts: int = 60) -> None:
+        for _ in range(attempts):  # bounded: about 60 s
+            if node.docker("info", "--format", "{{.ServerVersion}}", check=False, timeout=10).returncode == 0:
+                return
+            time.sleep(1)
+        raise RuntimeError(f"dockerd in {node.name} did not answer within {attempts} s")
+
+    def load_images(self, node: Node, refs: list[str]) -> None:
+        """docker save | docker load: the nodes have no registry either."""
+        saved = subprocess.Popen(["docker", "save", *refs], stdout=subprocess.PIPE)
+        loaded = subprocess.run(["docker", "-H", f"unix://{node.sockdir}/docker.sock", "load", "-q"],
+                                stdin=saved.stdout, capture_output=True, text=True, timeout=900)
+        saved.stdout.close()
+        saved.wait(timeout=60)
+        if saved.returncode or loaded.returncode:
+            raise RuntimeError(f"loading {refs} into {node.name} failed: {loaded.stderr.strip()[-500:]}")
+
+    def node_id(self, node: Node) -> str:
+        return node.docker("info", "--format", "{{.Swarm.NodeID}}").stdout.strip()
+
+    def destroy(self) -> list[str]:
+        """Remove everything this lab made; returns what could not be removed."""
+        left = []
+        if self.context:
+            sh("docker", "context", "rm", "-f", self.context, check=False)
+        names = sh("docker", "ps", "-aq", "--filter", f"label=difyops.test={self.prefix}", check=False).stdout.split()
+        if names:
+            sh("docker", "rm", "-fv", *names, check=False, timeout=600)
+        vols = sh("docker", "volume", "ls", "-q", "--filter", f"name={self.prefix}-", check=False).stdout.split()
+        for vol in vols:
+            if sh("docker", "volume", "rm", "-f", vol, check=False, timeout=600).returncode:
+                left.append(f"volume {vol}")
+        if sh("docker", "network", "inspect", self.network, check=False).returncode == 0:
+            if sh("docker", "network", "rm", self.network, check=False).returncode:
+                left.append(f"network {self.network}")
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        return left
+
+
+class Load:
+    """Steady requests to 127.0.0.1 in a few threads, bounded in count and time; counts failures.
+
+    Each thread sends GET requests one after another on its own keep-alive connection
+    (reconnecting after an error). A failure is anything but a 200: an error status, a reset,
+    a timeout. `versions` counts the `version` field of the JSON answers (which release served).
+    """
+
+    def __init__(self, port: int, path: str = "/console/api/ping", threads: int = 4,
+                 max_requests: int = 200_000, max_seconds: float = 900, pause: float = 0.02):
+        import threading
+
+        self.port, self.path, self.threads = port, path, threads
+        self.max_requests, self.max_seconds, self.pause = max_requests, max_seconds, pause
+        self.ok = 0
+        self.failed = 0
+        self.errors: dict[str, int] = {}
+        self.versions: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._workers = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def _count(self, ok: bool, what: str) -> None:
+        with self._lock:
+            if ok:
+                self.ok += 1
+                self.versions[what] = self.versions.get(what, 0) + 1
+            else:
+                self.failed += 1
+                self.errors[what] = self.errors.get(what, 0) + 1
+
+    def _run(self) -> None:
+        import http.client
+        import json as jsonlib
+
+        started = time.monotonic()
+        conn = None
+        while not self._stop.is_set() and time.monotonic() - started < self.max_seconds:
+            with self._lock:
+                if self.ok + self.failed >= self.max_requests:
+                    return
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                conn.request("GET", self.path)
+                response = conn.getresponse()
+                body = response.read()
+                if response.status == 200:
+                    self._count(True, jsonlib.loads(body).get("version", "?"))
+                else:
+                    self._count(False, f"HTTP {response.status}")
+            except Exception as exc:  # every failure counts, whatever its kind
+                self._count(False, type(exc).__name__)
+                if conn is not None:
+                    conn.close()
+                conn = None
+            time.sleep(self.pause)
+        if conn is not None:
+            conn.close()
+
+    def __enter__(self) -> "Load":
+        for worker in self._workers:
+            worker.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for worker in self._workers:
+            worker.join(timeout=30)
+
+    @property
+    def total(self) -> int:
+        return self.ok + self.failed

@@ -1,0 +1,510 @@
+"""images: catalogue, refs and mirrors, build command lines, and the images.* tasks (no Docker)."""
+
+from __future__ import annotations
+
+import inspect
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+from conftest import OK, commands, fail_result, mock_context, write_env
+from invoke import Result
+from invoke.exceptions import Exit
+from rich.console import Console
+
+from difyops import images, paths
+from difyops.errors import DifyopsError
+from difyops.tasks import images as image_tasks
+
+DOCKER_UP = {r"^docker info": Result("26.1.5")}
+MIRROR = "registry.example.cn/dockerhub"
+
+
+@pytest.fixture(autouse=True)
+def tools_on_path(monkeypatch):
+    monkeypatch.setattr("difyops.tasks.images.shutil.which", lambda name: f"/usr/bin/{name}")
+    # A wide console, so table rows stay on one line whatever the terminal.
+    monkeypatch.setattr(image_tasks, "console", Console(width=200, highlight=False))
+
+
+def context(env_path, **results):
+    table = dict(DOCKER_UP)
+    table.update(results)
+    return mock_context(env_path, table)
+
+
+# ----------------------------------------------------------------------------- refs and mirrors
+
+
+@pytest.mark.parametrize(
+    "ref, expected",
+    [
+        ("redis", "docker.io/library/redis:latest"),
+        ("redis:6-alpine", "docker.io/library/redis:6-alpine"),
+        ("nginx:1.27.5", "docker.io/library/nginx:1.27.5"),
+        ("langgenius/dify-api:1.13.3", "docker.io/langgenius/dify-api:1.13.3"),
+        ("docker.io/redis:6-alpine", "docker.io/library/redis:6-alpine"),
+        ("index.docker.io/library/nginx:1.27.5", "docker.io/library/nginx:1.27.5"),
+        ("docker.io/ubuntu/squid:6.6-24.04_beta", "docker.io/ubuntu/squid:6.6-24.04_beta"),
+        ("ghcr.io/org/app:2", "ghcr.io/org/app:2"),
+        ("localhost/app", "localhost/app:latest"),
+        ("localhost:5000/team/app:1", "localhost:5000/team/app:1"),
+        ("registry.example.cn:5000/x/y", "registry.example.cn:5000/x/y:latest"),
+        ("redis@sha256:" + "a" * 64, "docker.io/library/redis@sha256:" + "a" * 64),
+        ("redis:7@sha256:" + "b" * 64, "docker.io/library/redis:7@sha256:" + "b" * 64),
+    ],
+)
+def test_normalize_ref_follows_docker_hub_rules(ref, expected):
+    assert images.normalize_ref(ref) == expected
+
+
+@pytest.mark.parametrize("ref", ["", "  ", "Redis:6", "redis:-bad", "redis@md5", "a b:1", "/redis", "redis:"])
+def test_normalize_ref_refuses_what_docker_refuses(ref):
+    with pytest.raises(DifyopsError):
+        images.normalize_ref(ref)
+
+
+@pytest.mark.parametrize(
+    "ref, mirror, expected",
+    [
+        ("redis:6-alpine", MIRROR, f"{MIRROR}/library/redis:6-alpine"),
+        ("nginx:1.27.5", MIRROR, f"{MIRROR}/library/nginx:1.27.5"),
+        ("langgenius/dify-api:1.13.3", MIRROR, f"{MIRROR}/langgenius/dify-api:1.13.3"),
+        ("pgvector/pgvector:0.8.0-pg17", MIRROR, f"{MIRROR}/pgvector/pgvector:0.8.0-pg17"),
+        ("docker.io/ubuntu/squid:6.6-24.04_beta", MIRROR, f"{MIRROR}/ubuntu/squid:6.6-24.04_beta"),
+        ("redis", MIRROR, f"{MIRROR}/library/redis:latest"),
+        ("redis@sha256:" + "c" * 64, MIRROR, f"{MIRROR}/library/redis@sha256:" + "c" * 64),
+        # the mirror may be written as a URL or with a trailing slash
+        ("redis:6-alpine", f"https://{MIRROR}/", f"{MIRROR}/library/redis:6-alpine"),
+        ("redis:6-alpine", "docker.m.example.io", "docker.m.example.io/library/redis:6-alpine"),
+        # prefix mirrors that take the registry in the path
+        ("redis:6-alpine", "m.example.io/docker.io", "m.example.io/docker.io/library/redis:6-alpine"),
+        # unchanged: no mirror, another registry, a local build
+        ("redis:6-alpine", "", "redis:6-alpine"),
+        ("redis:6-alpine", None, "redis:6-alpine"),
+        ("redis:6-alpine", "  ", "redis:6-alpine"),
+        ("ghcr.io/org/app:2", MIRROR, "ghcr.io/org/app:2"),
+        ("difyops-local/postgres:17", MIRROR, "difyops-local/postgres:17"),
+        ("difyops-standin/dify-api:v1", MIRROR, "difyops-standin/dify-api:v1"),
+    ],
+)
+def test_mirror_ref(ref, mirror, expected):
+    assert images.mirror_ref(ref, mirror) == expected
+
+
+def test_pull_commands_tag_the_mirrored_image_with_the_canonical_name():
+    assert images.pull_commands("redis:6-alpine", MIRROR) == [
+        ["docker", "pull", f"{MIRROR}/library/redis:6-alpine"],
+        ["docker", "tag", f"{MIRROR}/library/redis:6-alpine", "redis:6-alpine"],
+    ]
+    assert images.pull_commands("redis:6-alpine", "") == [["docker", "pull", "redis:6-alpine"]]
+
+
+def test_inspect_argv_matches_the_probe():
+    assert images.inspect_argv("redis:6-alpine") == ["docker", "image", "inspect", "--format", "{{.Id}}", "redis:6-alpine"]
+
+
+# ----------------------------------------------------------------------------- catalogue
+
+
+def conventions_table() -> dict[str, tuple[str, str]]:
+    """variable -> (default, local build) from docs/CONVENTIONS.md's Images table."""
+    text = (paths.ROOT / "docs" / "CONVENTIONS.md").read_text()
+    rows = re.findall(r"^\| ([A-Z_]+_IMAGE) \| (\S+) \| (\S+)", text, flags=re.M)
+    return {var: (default, local) for var, default, local in rows}
+
+
+CORE = ("DIFY_API_IMAGE", "DIFY_WEB_IMAGE", "DIFY_SANDBOX_IMAGE", "DIFY_PLUGIN_DAEMON_IMAGE",
+        "POSTGRES_IMAGE", "REDIS_IMAGE", "NGINX_IMAGE", "SSRF_PROXY_IMAGE")
+
+
+def test_catalogue_matches_the_conventions_table():
+    table = conventions_table()
+    assert set(CORE) <= set(table)
+    for variable, (default, local) in table.items():
+        spec = images.find(variable)
+        assert spec.default.replace("{dify_version}", "${DIFY_VERSION:-1.13.3}") == default
+        assert spec.local.tag == local
+    variables = [spec.variable for spec in images.CATALOGUE]
+    assert len(variables) == len(set(variables)), "a variable is in the catalogue twice"
+
+
+def test_catalogue_defaults_match_the_compose_files():
+    compose_text = "\n".join(p.read_text() for p in sorted(paths.COMPOSE_DIR.glob("*.yml")))
+    found = dict(re.findall(r"image: \$\{([A-Z_]+_IMAGE):-(.+)\}\s*$", compose_text, flags=re.M))
+    assert set(CORE) <= set(found), "an image variable is missing from compose/*.yml"
+    known = {spec.variable: spec for spec in images.CATALOGUE}
+    for variable, default in found.items():
+        if variable in known:  # images without a local build (e.g. Grafana) are not catalogued
+            assert known[variable].default.replace("{dify_version}", "${DIFY_VERSION:-1.13.3}") == default
+
+
+def test_resolve_gives_official_defaults_for_an_empty_env():
+    refs = {item.variable: item.ref for item in images.resolve({}) if item.variable in CORE}
+    assert refs == {
+        "DIFY_API_IMAGE": "langgenius/dify-api:1.13.3",
+        "DIFY_WEB_IMAGE": "langgenius/dify-web:1.13.3",
+        "DIFY_SANDBOX_IMAGE": "langgenius/dify-sandbox:0.2.14",
+        "DIFY_PLUGIN_DAEMON_IMAGE": "langgenius/dify-plugin-daemon:0.5.3-local",
+        "POSTGRES_IMAGE": "pgvector/pgvector:0.8.0-pg17",
+        "REDIS_IMAGE": "redis:6-alpine",
+        "NGINX_IMAGE": "nginx:1.27.5",
+        "SSRF_PROXY_IMAGE": "ubuntu/squid:6.6-24.04_beta",
+    }
+    assert not any(item.from_env for item in images.resolve({}))
+
+
+def test_dify_version_feeds_only_the_api_and_web_defaults():
+    refs = {item.variable: item.ref for item in images.resolve({"DIFY_VERSION": "1.16.0"})}
+    assert refs["DIFY_API_IMAGE"] == "langgenius/dify-api:1.16.0"
+    assert refs["DIFY_WEB_IMAGE"] == "langgenius/dify-web:1.16.0"
+    assert refs["DIFY_SANDBOX_IMAGE"] == "langgenius/dify-sandbox:0.2.14"
+    assert refs["REDIS_IMAGE"] == "redis:6-alpine"
+
+
+def test_env_values_override_and_empty_values_mean_the_default():
+    env = {
+        "DIFY_VERSION": "1.16.0",
+        "DIFY_API_IMAGE": "registry.example.cn/dify/api:custom",
+        "POSTGRES_IMAGE": "difyops-local/postgres:17",
+        "REDIS_IMAGE": "",  # Compose's ${VAR:-default}: empty is the default
+        "NGINX_IMAGE": "   ",
+    }
+    by_var = {item.variable: item for item in images.resolve(env)}
+    assert by_var["DIFY_API_IMAGE"].ref == "registry.example.cn/dify/api:custom"
+    assert by_var["DIFY_API_IMAGE"].from_env
+    assert by_var["DIFY_WEB_IMAGE"].ref == "langgenius/dify-web:1.16.0"
+    assert by_var["POSTGRES_IMAGE"].ref == "difyops-local/postgres:17"
+    assert by_var["POSTGRES_IMAGE"].is_local_build
+    assert by_var["REDIS_IMAGE"].ref == "redis:6-alpine" and not by_var["REDIS_IMAGE"].from_env
+    assert by_var["NGINX_IMAGE"].ref == "nginx:1.27.5"
+
+
+def test_select_defaults_to_the_four_local_images_and_accepts_names():
+    everything_local = images.select(None)
+    assert everything_local == images.local_images()
+    assert [s.name for s in everything_local][:4] == ["postgres", "redis", "nginx", "squid"]
+    assert not any(s.local.test_double for s in everything_local)
+    assert [s.name for s in images.select(["redis", "SSRF_PROXY_IMAGE"])] == ["redis", "squid"]
+    assert [s.name for s in images.select(["redis,nginx", "redis"])] == ["redis", "nginx"]
+    with_doubles = [s.name for s in images.select(None, standins=True)]
+    assert with_doubles[:4] == ["postgres", "redis", "nginx", "squid"] and "dify-api" in with_doubles
+    assert len(with_doubles) == len(everything_local) + len(images.standin_images())
+    with pytest.raises(DifyopsError, match="unknown image 'mysql'"):
+        images.select(["mysql"])
+
+
+def test_local_env_lines():
+    assert images.local_env_lines(images.select(["postgres", "squid"])) == [
+        "POSTGRES_IMAGE=difyops-local/postgres:17",
+        "SSRF_PROXY_IMAGE=difyops-local/squid:6",
+    ]
+
+
+@pytest.mark.parametrize("spec", images.local_images(), ids=lambda s: s.name)
+def test_every_local_image_folder_builds_from_the_base_with_the_ca_option(spec):
+    folder = spec.local.context_dir()
+    dockerfile = (folder / "Dockerfile").read_text()
+    assert f"ARG BASE_IMAGE={images.BASE_IMAGE}" in dockerfile
+    assert "FROM ${BASE_IMAGE}" in dockerfile
+    # The optional CA bundle: a glob COPY that also matches a file always present.
+    assert re.search(r"^COPY \S+ extra-ca\.cr\[t\] /tmp/difyops-build/$", dockerfile, flags=re.M)
+    assert not (folder / images.EXTRA_CA_FILE).exists(), "a CA bundle was left in the repository"
+
+
+# ----------------------------------------------------------------------------- builds
+
+
+def test_build_argv_without_ca_bundle_uses_the_repository_folder():
+    spec = images.find("postgres")
+    plan = images.plan_build(spec, root=Path("/repo"))
+    assert plan.argv == [
+        "docker", "build", "--tag", "difyops-local/postgres:17",
+        "--file", "/repo/images/postgres/Dockerfile",
+        "--build-arg", "BASE_IMAGE=difyops/debian:trixie",
+        "/repo/images/postgres",
+    ]
+    assert not plan.staged and plan.ca_bundle is None
+
+
+def test_build_argv_with_ca_bundle_uses_a_staged_copy_and_labels_the_bundle(tmp_path):
+    spec = images.find("nginx")
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    staging = tmp_path / "staging"
+    plan = images.plan_build(spec, root=paths.ROOT, ca_bundle=bundle, staging_dir=staging, no_cache=True)
+    digest = images.file_sha256(bundle)
+    assert plan.argv == [
+        "docker", "build", "--tag", "difyops-local/nginx:1.26",
+        "--file", f"{staging}/nginx/Dockerfile",
+        "--build-arg", "BASE_IMAGE=difyops/debian:trixie",
+        "--label", f"io.difyops.extra-ca.sha256={digest}",
+        "--no-cache",
+        f"{staging}/nginx",
+    ]
+    images.stage_build_context(plan)
+    assert (staging / "nginx" / "extra-ca.crt").read_text() == bundle.read_text()
+    assert (staging / "nginx" / "Dockerfile").read_text() == (paths.IMAGES_DIR / "nginx" / "Dockerfile").read_text()
+    assert not (paths.IMAGES_DIR / "nginx" / "extra-ca.crt").exists()
+
+
+def test_standin_build_argv_targets_its_stage():
+    plan = images.plan_build(images.find("dify-api"), root=Path("/repo"))
+    assert plan.argv == [
+        "docker", "build", "--tag", "difyops-standin/dify-api:v1",
+        "--file", "/repo/tests/standin/Dockerfile", "--target", "api",
+        "--build-arg", "STANDIN_VERSION=v1", "/repo/tests/standin",
+    ]
+
+
+def test_ca_bundle_path_checks_the_file(tmp_path):
+    assert images.ca_bundle_path(None) is None
+    assert images.ca_bundle_path("") is None
+    with pytest.raises(DifyopsError, match="is not a file"):
+        images.ca_bundle_path(tmp_path / "missing.pem")
+    not_pem = tmp_path / "x.pem"
+    not_pem.write_text("hello")
+    with pytest.raises(DifyopsError, match="no PEM certificate"):
+        images.ca_bundle_path(not_pem)
+    good = tmp_path / "ca.pem"
+    good.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    assert images.ca_bundle_path(str(good)) == good
+    assert images.ca_bundle_path("ca.pem", root=tmp_path) == good
+
+
+def test_base_image_commands():
+    rootfs = Path("/var/tmp/rootfs")
+    assert images.debootstrap_argv(rootfs) == [
+        "debootstrap", "--variant=minbase", "trixie", "/var/tmp/rootfs", "http://deb.debian.org/debian",
+    ]
+    mirror = images.debian_mirror({"DIFYOPS_DEBIAN_MIRROR": "http://mirrors.example.cn/debian"})
+    assert images.debootstrap_argv(rootfs, mirror)[-1] == "http://mirrors.example.cn/debian"
+    assert images.debian_mirror({}) == "http://deb.debian.org/debian"
+    assert images.base_import_command(rootfs) == "tar -C /var/tmp/rootfs -c . | docker import - difyops/debian:trixie"
+    assert images.base_image_problems(0, "/usr/sbin/debootstrap") == []
+    assert len(images.base_image_problems(1000, None)) == 2
+
+
+# ----------------------------------------------------------------------------- tasks
+
+
+def test_pull_with_mirror_pulls_the_mirrored_ref_then_tags_it(tmp_path, capsys):
+    env = write_env(tmp_path / ".env", DIFYOPS_IMAGE_MIRROR=MIRROR)
+    c = context(env, **{r"^docker (pull|tag) ": OK})
+    image_tasks.pull(c, only=["redis"])
+    assert commands(c) == [
+        "docker info --format '{{.ServerVersion}}'",
+        f"docker pull {MIRROR}/library/redis:6-alpine",
+        f"docker tag {MIRROR}/library/redis:6-alpine redis:6-alpine",
+    ]
+    assert f"pulled  redis:6-alpine (from {MIRROR}/library/redis:6-alpine)" in capsys.readouterr().out
+
+
+def test_pull_mirror_flag_overrides_env_and_empty_disables_it(tmp_path):
+    env = write_env(tmp_path / ".env", DIFYOPS_IMAGE_MIRROR=MIRROR)
+    c = context(env, **{r"^docker (pull|tag) ": OK})
+    image_tasks.pull(c, only=["NGINX_IMAGE"], mirror="https://hub.example.org/")
+    assert commands(c)[1:] == [
+        "docker pull hub.example.org/library/nginx:1.27.5",
+        "docker tag hub.example.org/library/nginx:1.27.5 nginx:1.27.5",
+    ]
+    c = context(env, **{r"^docker (pull|tag) ": OK})
+    image_tasks.pull(c, only=["NGINX_IMAGE"], mirror="")
+    assert commands(c)[1:] == ["docker pull nginx:1.27.5"]
+
+
+def test_pull_everything_uses_env_refs_and_dify_version(tmp_path):
+    env = write_env(tmp_path / ".env", DIFY_VERSION="1.16.0", REDIS_IMAGE="redis:7.4")
+    c = context(env, **{r"^docker pull ": OK, r"^docker image inspect": Result("sha256:1")})
+    image_tasks.pull(c)
+    pulls = [cmd for cmd in commands(c) if cmd.startswith("docker pull")]
+    pulled_refs = [cmd.split()[-1] for cmd in pulls]
+    expected_all = [r.ref for r in images.resolve({"DIFY_VERSION": "1.16.0", "REDIS_IMAGE": "redis:7.4"})
+                    if not r.is_local_build]
+    assert pulled_refs == expected_all
+    assert pulls[:8] == [
+        "docker pull langgenius/dify-api:1.16.0",
+        "docker pull langgenius/dify-web:1.16.0",
+        "docker pull langgenius/dify-sandbox:0.2.14",
+        "docker pull langgenius/dify-plugin-daemon:0.5.3-local",
+        "docker pull pgvector/pgvector:0.8.0-pg17",
+        "docker pull redis:7.4",
+        "docker pull nginx:1.27.5",
+        "docker pull ubuntu/squid:6.6-24.04_beta",
+    ]
+
+
+def test_failing_pull_exits_with_one_line_after_trying_every_image(tmp_path, capsys):
+    env = write_env(tmp_path / ".env")
+    c = context(env, **{
+        r"^docker pull redis": fail_result("Error response from daemon: dial tcp: lookup registry-1.docker.io: no such host"),
+        r"^docker pull ": OK,
+    })
+    with pytest.raises(Exit) as caught:
+        image_tasks.pull(c, only=["redis", "nginx"])
+    message = str(caught.value.message)
+    assert caught.value.code == 1
+    assert "\n" not in message
+    assert message.startswith("error: 1 of 2 images could not be pulled (redis:6-alpine)")
+    assert "DIFYOPS_IMAGE_MIRROR" in message
+    assert "docker pull nginx:1.27.5" in commands(c)
+    assert "failed  redis:6-alpine: pull failed: Error response from daemon" in capsys.readouterr().out
+
+
+def test_failing_tag_after_a_mirror_pull_is_a_failure(tmp_path):
+    env = write_env(tmp_path / ".env")
+    c = context(env, **{r"^docker pull ": OK, r"^docker tag ": fail_result("no such image")})
+    with pytest.raises(Exit, match="could not be pulled"):
+        image_tasks.pull(c, only=["redis"], mirror=MIRROR)
+
+
+def test_pull_does_not_pull_local_builds(tmp_path, capsys):
+    env = write_env(tmp_path / ".env", POSTGRES_IMAGE="difyops-local/postgres:17")
+    c = context(env, **{r"^docker image inspect": Result("sha256:1")})
+    image_tasks.pull(c, only=["postgres"])
+    assert not [cmd for cmd in commands(c) if cmd.startswith("docker pull")]
+    assert "local   difyops-local/postgres:17: built here, present" in capsys.readouterr().out
+    c = context(env, **{r"^docker image inspect": fail_result("No such image")})
+    with pytest.raises(Exit, match="could not be pulled"):
+        image_tasks.pull(c, only=["postgres"])
+
+
+def test_pull_refuses_a_bad_ref_before_pulling(tmp_path):
+    env = write_env(tmp_path / ".env", REDIS_IMAGE="Redis:6")
+    c = context(env)
+    with pytest.raises(Exit, match="repository names are lower case"):
+        image_tasks.pull(c)
+    assert commands(c) == []
+
+
+def test_tasks_need_docker(tmp_path):
+    env = write_env(tmp_path / ".env")
+    c = mock_context(env, {r"^docker info": fail_result("Cannot connect to the Docker daemon")})
+    with pytest.raises(Exit, match="Docker daemon is not running"):
+        image_tasks.pull(c)
+    with pytest.raises(Exit, match="Docker daemon is not running"):
+        image_tasks.list_(c)
+
+
+def test_build_local_builds_every_local_image_in_order_and_prints_env_lines(tmp_path, capsys):
+    env = write_env(tmp_path / ".env")
+    c = context(env, **{r"^docker image inspect": Result("sha256:base"), r"^docker build ": OK})
+    image_tasks.build_local(c)
+    ran = commands(c)
+    assert ran[1] == shlex.join(images.inspect_argv(images.BASE_IMAGE))
+    builds = [cmd for cmd in ran if cmd.startswith("docker build")]
+    assert builds == [shlex.join(images.plan_build(spec).argv) for spec in images.local_images()]
+    assert builds[:4] == [shlex.join(images.plan_build(images.find(n)).argv)
+                          for n in ("postgres", "redis", "nginx", "squid")]
+    out = capsys.readouterr().out
+    total = len(images.local_images())
+    assert f"[1/{total}] difyops-local/postgres:17" in out and f"[4/{total}] difyops-local/squid:6: built" in out
+    for line in ("POSTGRES_IMAGE=difyops-local/postgres:17", "REDIS_IMAGE=difyops-local/redis:8",
+                 "NGINX_IMAGE=difyops-local/nginx:1.26", "SSRF_PROXY_IMAGE=difyops-local/squid:6"):
+        assert line in out
+
+
+def test_build_local_makes_the_base_image_only_when_missing(tmp_path, monkeypatch):
+    env = write_env(tmp_path / ".env", DIFYOPS_DEBIAN_MIRROR="http://mirrors.example.cn/debian")
+    monkeypatch.setattr("difyops.tasks.images.os.geteuid", lambda: 0)
+    c = context(env, **{
+        r"^docker image inspect": fail_result("No such image"),
+        r"^debootstrap ": OK,
+        r"^tar -C ": OK,
+        r"^docker build ": OK,
+    })
+    image_tasks.build_local(c, only=["redis"])
+    ran = commands(c)
+    debootstrap = [cmd for cmd in ran if cmd.startswith("debootstrap")]
+    assert len(debootstrap) == 1
+    assert re.fullmatch(r"debootstrap --variant=minbase trixie /var/tmp/difyops-rootfs-\S+/rootfs "
+                        r"http://mirrors\.example\.cn/debian", debootstrap[0])
+    rootfs = debootstrap[0].split()[3]
+    assert f"tar -C {rootfs} -c . | docker import - difyops/debian:trixie" in ran
+    assert ran[-1].startswith("docker build --tag difyops-local/redis:8")
+    assert not Path(rootfs).parent.exists(), "the debootstrap folder was not removed"
+
+
+def test_build_local_without_root_cannot_make_the_base(tmp_path, monkeypatch):
+    env = write_env(tmp_path / ".env")
+    monkeypatch.setattr("difyops.tasks.images.os.geteuid", lambda: 1000)
+    c = context(env, **{r"^docker image inspect": fail_result("No such image")})
+    with pytest.raises(Exit, match="debootstrap needs root"):
+        image_tasks.build_local(c)
+    assert not [cmd for cmd in commands(c) if cmd.startswith(("debootstrap", "docker build"))]
+
+
+def test_build_local_with_ca_bundle_from_env_builds_a_staged_context(tmp_path):
+    bundle = tmp_path / "corp-ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    env = write_env(tmp_path / ".env", DIFYOPS_BUILD_CA_BUNDLE=str(bundle))
+    c = context(env, **{r"^docker image inspect": Result("sha256:base"), r"^docker build ": OK})
+    image_tasks.build_local(c, only=["squid"])
+    build = [cmd for cmd in commands(c) if cmd.startswith("docker build")][0]
+    argv = shlex.split(build)
+    assert f"io.difyops.extra-ca.sha256={images.file_sha256(bundle)}" in argv
+    context_dir = Path(argv[-1])
+    assert context_dir.name == "squid" and context_dir.parent.name.startswith("difyops-build-")
+    assert not context_dir.exists(), "the staged build context was not removed"
+
+
+def test_build_local_with_a_bad_ca_bundle_stops_before_docker(tmp_path):
+    env = write_env(tmp_path / ".env", DIFYOPS_BUILD_CA_BUNDLE=str(tmp_path / "nope.pem"))
+    c = context(env)
+    with pytest.raises(Exit, match="DIFYOPS_BUILD_CA_BUNDLE=.* is not a file"):
+        image_tasks.build_local(c)
+    assert commands(c) == []
+
+
+def test_build_local_failure_is_one_line(tmp_path, capsys):
+    env = write_env(tmp_path / ".env")
+    c = context(env, **{
+        r"^docker image inspect": Result("sha256:base"),
+        r"^docker build ": Result(stdout="", stderr="E: Unable to locate package postgresql-17\n", exited=100),
+    })
+    with pytest.raises(Exit) as caught:
+        image_tasks.build_local(c, only=["postgres", "redis"])
+    assert "\n" not in str(caught.value.message)
+    assert "building difyops-local/postgres:17 failed (exit 100)" in str(caught.value.message)
+    assert "Unable to locate package" in capsys.readouterr().out
+    assert len([cmd for cmd in commands(c) if cmd.startswith("docker build")]) == 1
+
+
+def test_build_local_unknown_name(tmp_path):
+    env = write_env(tmp_path / ".env")
+    c = context(env)
+    with pytest.raises(Exit, match="unknown image 'mysql'"):
+        image_tasks.build_local(c, only=["mysql"])
+
+
+def test_list_shows_each_variable_ref_and_presence(tmp_path, capsys):
+    env = write_env(tmp_path / ".env", REDIS_IMAGE="difyops-local/redis:8")
+    c = context(env, **{
+        r"^docker image inspect .*difyops-local/redis:8$": Result("sha256:r"),
+        r"^docker image inspect": fail_result("No such image"),
+    })
+    image_tasks.list_(c)
+    out = capsys.readouterr().out
+    lines = {line.split()[1]: line for line in out.splitlines() if "_IMAGE" in line and len(line.split()) > 3}
+    assert "difyops-local/redis:8" in lines["REDIS_IMAGE"] and "yes" in lines["REDIS_IMAGE"]
+    assert ".env" in lines["REDIS_IMAGE"]
+    assert "nginx:1.27.5" in lines["NGINX_IMAGE"] and "no" in lines["NGINX_IMAGE"]
+    assert f"{len(images.CATALOGUE) - 1} missing" in out
+
+
+@pytest.mark.parametrize("name", ["build-local", "pull", "list"])
+def test_tasks_explain_themselves(name):
+    task = image_tasks.ns[name]
+    first_line = inspect.getdoc(task.body).splitlines()[0]
+    assert first_line and len(first_line) <= 80
+    for param in inspect.signature(task.body).parameters:
+        if param != "c":
+            assert task.help.get(param), f"--{param} has no help"
+
+
+def test_failing_pull_through_a_mirror_points_at_the_mirror(tmp_path):
+    env = write_env(tmp_path / ".env")
+    c = context(env, **{r"^docker pull ": fail_result("manifest unknown")})
+    with pytest.raises(Exit, match=f"check that {MIRROR} is reachable and mirrors these images"):
+        image_tasks.pull(c, only=["redis"], mirror=MIRROR)
