@@ -22,6 +22,8 @@ def _install(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """Unit tests: command building, .env generation and checks, tasks through MockContext."""
     _install(session)
+    # Validates examples/ci against the vendored GitHub workflow and GitLab CI schemas (offline).
+    session.install("check-jsonschema==0.39.0")
     session.run("pytest", "tests/unit", *session.posargs)
 
 
@@ -34,7 +36,7 @@ def smoke(session: nox.Session) -> None:
     session.run("invoke", "images.build-local")
     stages.append(("build local images", time.monotonic() - started))
     mark = time.monotonic()
-    session.run("bash", "tests/standin/build.sh", "all")
+    session.run("bash", "tests/standin/build.sh", "all", external=True)
     stages.append(("build stand-in images", time.monotonic() - mark))
     mark = time.monotonic()
     try:
@@ -52,7 +54,7 @@ def bench(session: nox.Session) -> None:
     """Benchmarks against same-run baselines; writes bench-results/results.md."""
     _install(session)
     session.run("invoke", "images.build-local")
-    session.run("bash", "tests/standin/build.sh", "all")
+    session.run("bash", "tests/standin/build.sh", "all", external=True)
     session.run("python", "-m", "benchmarks", *session.posargs)
 
 
@@ -87,3 +89,17 @@ def ha(session: nox.Session) -> None:
         session.log("stage timings:")
         for name, seconds in stages:
             session.log(f"  {name:<45} {seconds:7.1f}s")
+
+
+@nox.session(python=PYTHON, tags=["docker"])
+def swarm(session: nox.Session) -> None:
+    """A real 3-node Swarm (docker-in-docker): deploy, upgrade under load, lose a node; image bundles."""
+    _install(session)
+    started = time.monotonic()
+    session.run("invoke", "images.build-local", "--only", "postgres", "--only", "redis", "--only", "nginx")
+    session.run("bash", "tests/standin/build.sh", "all", external=True)
+    try:
+        session.run("pytest", "tests/smoke/test_06_image_bundle.py", "tests/swarm", "-p", "no:cacheprovider",
+                    "-s", "-v", *session.posargs)
+    finally:
+        session.log(f"swarm session: {time.monotonic() - started:.1f}s")

@@ -129,6 +129,13 @@ def with_broker_password(url: str, password: str) -> str:
     return f"{parts.scheme}://{user}:{password}@{host}{port}{parts.path}"
 
 
+def generated_keys(entries: list[Entry]) -> list[str]:
+    """Keys the example marks with the placeholder and that get a fresh secret of their own
+    (followers of coupled pairs and the broker URL are derived instead)."""
+    derived = {follower for follower, _, _ in COUPLED} | {"CELERY_BROKER_URL"}
+    return [e.key for e in entries if e.key and PLACEHOLDER in e.value and e.key not in derived]
+
+
 def generate(example_text: str, overrides: dict[str, str] | None = None) -> str:
     """Render .env text from the example: placeholders replaced, coupled secrets equal.
 
@@ -138,9 +145,8 @@ def generate(example_text: str, overrides: dict[str, str] | None = None) -> str:
     entries = parse(example_text)
     overrides = dict(overrides or {})
     values = as_dict(entries)
-    for key in SECRET_KEYS + ha.GENERATED:
-        if PLACEHOLDER in values.get(key, PLACEHOLDER) and (key in SECRET_KEYS or key in values):
-            values[key] = new_secret()
+    for key in generated_keys(entries):
+        values[key] = new_secret()
     values.update(overrides)
     for follower, leader, condition in COUPLED:
         if follower not in overrides and (condition is None or condition(values)):

@@ -24,7 +24,7 @@ from rich.console import Console
 from . import clusters as cl
 from . import images, probes, releases, workers
 from .config import Settings
-from .errors import fail
+from .errors import fail, refuse
 
 console = Console(stderr=True, highlight=False)
 
@@ -150,10 +150,7 @@ def upgrade(c: Any, settings: Settings, updates: dict[str, str], action: str = "
     console.print(f"[bold]pre-flight[/]: {action} {current['DIFY_API_IMAGE']} -> {target['DIFY_API_IMAGE']}, "
                   f"{current['DIFY_WEB_IMAGE']} -> {target['DIFY_WEB_IMAGE']} (nothing is changed yet)")
     problems = preflight(c, settings, target, current, action)
-    if problems:
-        for problem in problems:
-            console.print(f"[red]problem:[/] {problem}")
-        raise fail(f"pre-flight found {len(problems)} problem(s); nothing was changed")
+    refuse(problems, "nothing was changed")
     if backup is not None:
         backup()
     plan = units(settings)

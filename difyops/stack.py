@@ -19,9 +19,9 @@ from .errors import fail
 console = Console(stderr=True, highlight=False, soft_wrap=True)  # one problem, one line
 
 
-def run_compose(c: Any, settings: Settings, cluster: cl.Cluster, *args: str, profiles=(), **kwargs):
+def run_compose(c: Any, settings: Settings, cluster: cl.Cluster, *args: str, profiles=(), extra_env=None, **kwargs):
     argv = cl.compose_argv(settings, cluster, *args, profiles=profiles)
-    return c.run(shlex.join(argv), env=cl.compose_env(settings), **kwargs)
+    return c.run(shlex.join(argv), env={**cl.compose_env(settings), **(extra_env or {})}, **kwargs)
 
 
 def cluster_images(c: Any, settings: Settings, cluster: cl.Cluster) -> list[str]:
@@ -99,7 +99,9 @@ def up(c: Any, settings: Settings, cluster: cl.Cluster, timeout: int | None = No
     args = ["up", "-d", "--wait", "--wait-timeout", str(timeout or settings.wait_timeout), "--remove-orphans"]
     if recreate:
         args.append("--force-recreate")
-    result = run_compose(c, settings, cluster, *args, warn=True)
+    # With worker groups, the main worker takes only the queues no group claims.
+    extra_env = _main_worker_env(settings) if cluster.name == "worker" else None
+    result = run_compose(c, settings, cluster, *args, warn=True, extra_env=extra_env)
     if not result.ok:
         raise fail(
             f"cluster {cluster.name} did not become healthy: see `invoke prod.status` and "
@@ -108,6 +110,15 @@ def up(c: Any, settings: Settings, cluster: cl.Cluster, timeout: int | None = No
     if cluster.name == "worker":
         up_worker_groups(c, settings, timeout=timeout, recreate=recreate)
     return time.monotonic() - started
+
+
+def _main_worker_env(settings: Settings) -> dict[str, str]:
+    from . import workers
+
+    try:
+        return workers.groups(settings)[0].env
+    except workers.WorkerGroupError as exc:
+        raise fail(str(exc))
 
 
 def _extra_worker_units(settings: Settings):

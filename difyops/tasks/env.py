@@ -36,7 +36,8 @@ def init(c, force=False, set=None, env_file=None):
         saved = envfile.backup(target)
         print(f"backed up the old file to {saved}")
     envfile.write_private(target, text)
-    print(f"wrote {target} (mode 0600) with {len(envfile.SECRET_KEYS)} generated secrets")
+    generated = envfile.generated_keys(envfile.parse(paths.ENV_EXAMPLE.read_text()))
+    print(f"wrote {target} (mode 0600) with {len(generated)} generated secrets")
 
 
 @task(help={"env_file": "file to check (default: the configured env file, ./.env)"})

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from .. import monitoring as mon
 from ..config import load_settings
-from ..errors import fail
+from ..errors import fail, refuse
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -31,10 +31,7 @@ def start(c, grafana=False, containers=False, webhook_url=None, timeout=None):
     profiles = mon.profiles_for(grafana, containers)
     err.print("[bold]pre-flight[/]: Docker, .env, the stack's networks, ports (nothing is changed yet)")
     problems = mon.preflight_problems(c, settings, profiles)
-    if problems:
-        for problem in problems:
-            err.print(f"[red]problem:[/] {problem}")
-        raise fail(f"pre-flight found {len(problems)} problem(s); the monitoring cluster was not started")
+    refuse(problems, "the monitoring cluster was not started")
     if not (webhook_url or settings.get("ALERTMANAGER_WEBHOOK_URL")):
         err.print("[yellow]warning:[/] ALERTMANAGER_WEBHOOK_URL is empty: alerts are shown by "
                   "`invoke monitoring.status` but sent nowhere")

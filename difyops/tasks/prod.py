@@ -12,9 +12,9 @@ from rich.console import Console
 from rich.table import Table
 
 from .. import clusters as cl
-from .. import releases, rollout, stack
+from .. import logfilter, releases, rollout, stack
 from ..config import load_settings
-from ..errors import fail
+from ..errors import fail, refuse
 
 out = Console(highlight=False)
 
@@ -35,10 +35,7 @@ def _select(names):
 def _preflight_or_exit(c, settings, selected):
     stack.console.print("[bold]pre-flight[/]: Docker, Compose, .env, ports, images (nothing is changed yet)")
     problems = stack.preflight(c, settings, selected)
-    if problems:
-        for problem in problems:
-            stack.console.print(f"[red]problem:[/] {problem}")
-        raise fail(f"pre-flight found {len(problems)} problem(s); nothing was started")
+    refuse(problems, "nothing was started")
 
 
 @task(
@@ -149,12 +146,19 @@ def status(c, clusters=None):
         "follow": "keep following",
         "tail": "lines per container to start with",
         "since": "only logs newer than this (e.g. 10m, 2h, an RFC 3339 time)",
+        "level": "only lines at this level or above: debug, info, warning, error, critical",
     }
 )
-def logs(c, cluster=None, service=None, follow=False, tail="200", since=None):
-    """Show the logs of a cluster or of every cluster."""
+def logs(c, cluster=None, service=None, follow=False, tail="200", since=None, level=None):
+    """Show the logs of a cluster or of every cluster, optionally by level and time."""
     settings = load_settings(c)
     selected = _select(cluster)
+    stream = None
+    if level:
+        try:
+            stream = logfilter.LevelFilter(sys.stdout, logfilter.threshold(level))
+        except logfilter.UnknownLevel as exc:
+            raise fail(str(exc))
     if follow and len(selected) > 1:
         raise fail("--follow needs one cluster: name it, e.g. `invoke prod.logs api --follow`")
     for item in selected:
@@ -167,7 +171,11 @@ def logs(c, cluster=None, service=None, follow=False, tail="200", since=None):
             args.append("--follow")
         if service:
             args.append(service)
-        stack.run_compose(c, settings, item, *args, warn=True, pty=False)
+        if stream is None:
+            stack.run_compose(c, settings, item, *args, warn=True, pty=False)
+        else:
+            stack.run_compose(c, settings, item, *args, warn=True, pty=False, out_stream=stream)
+            stream.flush()
 
 
 def _backup_hook(c):

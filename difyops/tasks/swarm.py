@@ -11,7 +11,7 @@ from rich.table import Table
 from .. import clusters as cl
 from .. import probes, swarm
 from ..config import load_settings
-from ..errors import DifyopsError, fail
+from ..errors import DifyopsError, fail, refuse
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -49,10 +49,7 @@ def deploy_to_swarm(c, clusters=None, timeout=None, context=None):
                                                            swarm.stack_name(settings, cluster), settings.env)
             except DifyopsError as exc:
                 problems.append(str(exc))
-    if problems:
-        for problem in problems:
-            err.print(f"[red]problem:[/] {problem}")
-        raise fail(f"pre-flight found {len(problems)} problem(s); nothing was deployed")
+    refuse(problems, "nothing was deployed")
     for name, stack_file in stack_files.items():
         if stack_file.dropped:
             err.print(f"[yellow]{name}[/]: Swarm ignores {'; '.join(stack_file.dropped)}")

@@ -137,3 +137,11 @@ def test_migrations_ran_once(stack):
     )
     check("migrations ran as a one-shot job", out.returncode == 0 and int(out.stdout.strip() or 0) >= 1,
           out.stdout.strip() or out.stderr.strip()[-200:])
+
+
+def test_logs_filter_by_level(stack):
+    everything = stack.invoke("prod.logs", "api", "--tail", "500", "--level", "info").stdout.splitlines()
+    warnings = stack.invoke("prod.logs", "api", "--tail", "500", "--level", "warning").stdout.splitlines()
+    info_lines = [ln for ln in warnings if '"severity": "INFO"' in ln]
+    check("prod.logs --level filters the api's JSON logs", len(everything) > len(warnings) and not info_lines,
+          f"{len(everything)} lines at info and above, {len(warnings)} at warning and above")

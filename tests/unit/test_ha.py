@@ -219,13 +219,12 @@ def test_deploy_data_with_ha_uses_the_overlay_and_creates_its_volumes(tmp_path, 
     assert {"unit-pgdata-1", "unit-pgdata-2", "unit-etcd-1", "unit-redisdata-2"} <= created
 
 
-def test_deploy_with_ha_and_a_missing_secret_changes_nothing(tmp_path, monkeypatch, capsys):
+def test_deploy_with_ha_and_a_missing_secret_changes_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr("difyops.probes.shutil.which", lambda name: f"/usr/bin/{name}")
     path, _ = generated(tmp_path, DIFYOPS_DATA_HA="true", PATRONI_RESTAPI_PASSWORD="")
     c = ha_deploy_context(path)
-    with pytest.raises(Exit, match="pre-flight found 1 problem"):
+    with pytest.raises(Exit, match="PATRONI_RESTAPI_PASSWORD is missing"):
         prod.deploy(c, clusters="data")
-    assert "PATRONI_RESTAPI_PASSWORD is missing" in capsys.readouterr().err
     assert not [cmd for cmd in commands(c) if " up " in cmd or " create " in cmd]
 
 
