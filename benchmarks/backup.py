@@ -100,7 +100,7 @@ class BenchStack:
         return argv + [BACKUP_IMAGE, *args]
 
     def teardown(self) -> None:
-        subprocess.run([sys.executable, "-m", "invoke", "prod.down", "--volumes", "--yes"], cwd=ROOT, env=self.env,
+        subprocess.run([sys.executable, "-m", "invoke", "prod.down", "all", "--volumes", "--yes"], cwd=ROOT, env=self.env,
                        capture_output=True, timeout=600)
 
 

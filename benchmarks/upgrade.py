@@ -90,7 +90,7 @@ class BenchStack:
         return f"http://{ip}:5001"
 
     def remove(self) -> None:
-        self.invoke("prod.down", "--volumes", "--yes", check=False)
+        self.invoke("prod.down", "all", "--volumes", "--yes", check=False)
         for kind, ls, rm in (("containers", ["docker", "ps", "-aq", "--filter", f"name=^{self.name}-"], ["docker", "rm", "-f"]),
                              ("networks", ["docker", "network", "ls", "-q", "--filter", f"name=^{self.name}-"], ["docker", "network", "rm"]),
                              ("volumes", ["docker", "volume", "ls", "-q", "--filter", f"name=^{self.name}-"], ["docker", "volume", "rm", "-f"])):

@@ -29,7 +29,7 @@ VECTOR_SECRET_KEYS = ("WEAVIATE_API_KEY",)
 GENERATED = SECRET_KEYS + VECTOR_SECRET_KEYS
 
 # Volumes of the overlays (external, created by the task library, deleted only by
-# `prod.down --volumes`). The third Patroni node and etcd members are for the `ha3` profile.
+# `prod.down all --volumes`). The third Patroni node and etcd members are for the `ha3` profile.
 HA_VOLUMES = ("pgdata-1", "pgdata-2", "pgdata-3", "etcd-1", "etcd-2", "etcd-3", "redisdata-2")
 WEAVIATE_VOLUMES = ("weaviate-0", "weaviate-1", "weaviate-2")
 VOLUMES = HA_VOLUMES + WEAVIATE_VOLUMES

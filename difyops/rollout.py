@@ -117,7 +117,7 @@ def preflight(c: Any, settings: Settings, target: dict[str, str], current: dict[
     if pending:
         names = ", ".join(sorted(pending.values()))
         return [f"an earlier upgrade did not finish (release {names} is still there): "
-                "run `invoke prod.down` for a clean start, or remove those compose projects"]
+                "run `invoke prod.down all` for a clean start, or remove those compose projects"]
     if target == current:
         problems.append(f"the stack already runs {target['DIFY_API_IMAGE']} and {target['DIFY_WEB_IMAGE']}: "
                         "nothing to " + action)

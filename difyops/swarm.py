@@ -411,7 +411,7 @@ def ensure_networks(c: Any, settings: Settings, selected: Iterable[cl.Cluster], 
         if found.ok:
             if found.stdout.split()[:1] != ["overlay"]:
                 raise DifyopsError(f"network {name} exists but is not an overlay network: remove it "
-                                   "(`invoke prod.down` for a Compose deployment on this engine)")
+                                   "(`invoke prod.down all` for a Compose deployment on this engine)")
             continue
         _run(c, network_create_argv(settings, network, context), hide=True)
 

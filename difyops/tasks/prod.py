@@ -97,19 +97,19 @@ def restart(c, cluster, timeout=None):
 
 
 @task(
-    optional=["cluster"],
     help={
-        "cluster": "comma-separated clusters to stop (default: all, gateway first); their data is kept",
-        "volumes": "with no cluster named: also delete the data volumes (database, Redis, uploads)",
+        "clusters": "`all` (gateway first, then the networks), or comma-separated clusters; data is kept",
+        "volumes": "with `all`: also delete the data volumes (database, Redis, uploads)",
         "yes": "confirm --volumes without asking",
     },
 )
-def down(c, cluster=None, volumes=False, yes=False):
-    """Stop one cluster, or the whole stack and its networks."""
+def down(c, clusters, volumes=False, yes=False):
+    """Stop clusters (`all` for the whole stack and its networks); data is kept."""
     settings = load_settings(c)
-    selected = _select(cluster)
-    if cluster and volumes:
-        raise fail("--volumes deletes the whole stack's data: use it without naming a cluster")
+    everything = clusters == "all"
+    selected = _select(None if everything else clusters)
+    if volumes and not everything:
+        raise fail("--volumes deletes the whole stack's data: use it with `all`")
     if volumes and not yes:
         answer = input(f"Delete every data volume of stack {settings.stack}? Type the stack name: ")
         if answer.strip() != settings.stack:
@@ -117,7 +117,7 @@ def down(c, cluster=None, volumes=False, yes=False):
     for item in reversed(selected):
         stack.down(c, settings, item)
         stack.console.print(f"{item.name}: down")
-    if not cluster:
+    if everything:
         stack.remove_shared(c, settings, volumes=volumes)
         out.print(f"stack {settings.stack} is down" + (" and its data volumes are deleted" if volumes else ""))
 
@@ -141,7 +141,7 @@ def status(c, clusters=None):
 
 @task(
     help={
-        "cluster": "cluster whose logs to show (default: all)",
+        "clusters": "`all`, or comma-separated clusters whose logs to show",
         "service": "only this service",
         "follow": "keep following",
         "tail": "lines per container to start with",
@@ -149,10 +149,10 @@ def status(c, clusters=None):
         "level": "only lines at this level or above: debug, info, warning, error, critical",
     }
 )
-def logs(c, cluster=None, service=None, follow=False, tail="200", since=None, level=None):
-    """Show the logs of a cluster or of every cluster, optionally by level and time."""
+def logs(c, clusters, service=None, follow=False, tail="200", since=None, level=None):
+    """Show the logs of clusters (`all` for every one), by service, time and level."""
     settings = load_settings(c)
-    selected = _select(cluster)
+    selected = _select(None if clusters == "all" else clusters)
     stream = None
     if level:
         try:

@@ -114,19 +114,20 @@ def status(c, clusters=None, context=None):
 
 
 @task(
-    optional=["clusters"],
     help={
-        "clusters": "comma-separated clusters to remove (default: all, gateway first); volumes are kept",
+        "clusters": "`all` (gateway first, then the networks and secrets), or comma-separated clusters; "
+                    "volumes are kept",
         "context": CONTEXT_HELP,
     },
 )
-def down(c, clusters=None, context=None):
-    """Remove the stacks of a Swarm deployment; with no cluster named, also its networks and secrets."""
+def down(c, clusters, context=None):
+    """Remove the stacks of a Swarm deployment (`all`: also its networks and secrets)."""
     settings = load_settings(c)
-    selected = _select(clusters) if clusters else [x for x in cl.CLUSTERS.values() if swarm.overlay_file(x).exists()]
-    swarm.remove(c, settings, selected, context, networks=not clusters)
+    everything = clusters == "all"
+    selected = ([x for x in cl.CLUSTERS.values() if swarm.overlay_file(x).exists()] if everything
+                else _select(clusters))
+    swarm.remove(c, settings, selected, context, networks=everything)
     out.print(f"stack {settings.stack}: removed from Swarm ({', '.join(x.name for x in selected)}); volumes kept")
-
 
 ns = Collection("swarm")
 for t in (label, status, down):

@@ -88,7 +88,7 @@ class HaStack:
     def teardown(self) -> None:
         if self.reused:
             return
-        self.invoke("prod.down", "--volumes", "--yes", check=False, timeout=600)
+        self.invoke("prod.down", "all", "--volumes", "--yes", check=False, timeout=600)
         # Whatever is still there (a failed run): containers, networks, volumes of this stack only.
         for kind, listing, remove in (
             ("containers", ["docker", "ps", "-a", "--format", "{{.Names}}"], ["docker", "rm", "-f"]),

@@ -58,9 +58,9 @@ class Stack:
         return result
 
     def teardown(self) -> dict[str, list[str]]:
-        """`prod.down --volumes`, then whatever of this stack is still there."""
+        """`prod.down all --volumes`, then whatever of this stack is still there."""
         started = time.monotonic()
-        down = self.invoke("prod.down", "--volumes", "--yes", check=False)
+        down = self.invoke("prod.down", "all", "--volumes", "--yes", check=False)
         record("teardown", time.monotonic() - started)
         self.torn_down = True
         if down.returncode != 0:

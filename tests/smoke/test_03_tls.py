@@ -114,7 +114,7 @@ def tls_gateway(stack, tls_env):
         run_invoke(gw.env_file, "prod.down", "gateway")
         for cid in joined:
             subprocess.run(["docker", "network", "disconnect", "-f", f"{gw.name}-app", cid], capture_output=True)
-        run_invoke(gw.env_file, "prod.down", "--volumes", "--yes")
+        run_invoke(gw.env_file, "prod.down", "all", "--volumes", "--yes")
         # Whatever the task could not remove (a failed run): this test's own names only.
         for kind in ("network", "volume"):
             names = subprocess.run(["docker", kind, "ls", "--format", "{{.Name}}"], capture_output=True,

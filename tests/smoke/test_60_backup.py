@@ -285,7 +285,7 @@ def test_round_trip_after_destroying_the_data(stack, bk):
 
     # Destroy: take down every cluster holding data, delete the four data volumes, redeploy empty.
     started = time.monotonic()
-    stack.invoke("prod.down", "--cluster", "worker,api,support,data")
+    stack.invoke("prod.down", "worker,api,support,data")
     volumes = [f"{stack.name}-{v}" for v in ("pgdata", "redisdata", "storage", "plugin-storage")]
     removed = subprocess.run(["docker", "volume", "rm", *volumes], capture_output=True, text=True)
     check("the data volumes are deleted", removed.returncode == 0, (removed.stdout + removed.stderr).split())

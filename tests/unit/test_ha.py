@@ -230,7 +230,7 @@ def test_deploy_with_ha_and_a_missing_secret_changes_nothing(tmp_path, monkeypat
 
 def test_down_volumes_also_removes_the_overlays_volumes(env_path):
     c = mock_context(env_path, {r".": OK})
-    prod.down(c, volumes=True, yes=True)
+    prod.down(c, "all", volumes=True, yes=True)
     ran = commands(c)
     assert "docker volume rm unit-pgdata-1" in ran and "docker volume rm unit-weaviate-2" in ran
 

@@ -123,17 +123,17 @@ def test_down_one_cluster_keeps_networks_and_volumes(env_path):
 
 def test_down_all_removes_networks_and_volumes_only_when_asked(env_path):
     c = mock_context(env_path, {r".": OK})
-    prod.down(c)
+    prod.down(c, "all")
     ran = commands(c)
     assert [cmd for cmd in ran if "network rm" in cmd] and not [cmd for cmd in ran if "volume rm" in cmd]
     c = mock_context(env_path, {r".": OK})
-    prod.down(c, volumes=True, yes=True)
+    prod.down(c, "all", volumes=True, yes=True)
     assert "docker volume rm unit-pgdata" in commands(c)
 
 
 def test_down_volumes_with_a_cluster_is_refused(env_path):
     c = mock_context(env_path, {r".": OK})
-    with pytest.raises(Exit, match="without naming a cluster"):
+    with pytest.raises(Exit, match="use it with `all`"):
         prod.down(c, "data", volumes=True, yes=True)
     assert commands(c) == []
 
