@@ -299,7 +299,7 @@ def test_gateway_with_https_overlay_and_certbot_profile_resolves(tmp_path):
     assert published == ["80", "8443"] and "certbot" in doc["services"]
 
 
-@pytest.mark.skipif(shutil.which("sh") is None or shutil.which("timeout") is None, reason="needs sh and timeout")
+@pytest.mark.skipif(shutil.which("sh") is None or shutil.which("timeout") is None, reason="needs sh and timeout (coreutils); runs in CI, where both are present")
 def test_certbot_loop_requests_then_renews(tmp_path):
     log = tmp_path / "calls"
     stub = tmp_path / "bin" / "certbot"
