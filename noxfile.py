@@ -96,7 +96,7 @@ def swarm(session: nox.Session) -> None:
     """A real 3-node Swarm (docker-in-docker): deploy, upgrade under load, lose a node; image bundles."""
     _install(session)
     started = time.monotonic()
-    session.run("invoke", "images.build-local", "--only", "postgres", "--only", "redis", "--only", "nginx")
+    session.run("invoke", "images.build-local", "--only", "postgres,redis,nginx,squid")
     session.run("bash", "tests/standin/build.sh", "all", external=True)
     try:
         session.run("pytest", "tests/smoke/test_06_image_bundle.py", "tests/swarm", "-p", "no:cacheprovider",

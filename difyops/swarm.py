@@ -40,7 +40,7 @@ import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from . import clusters as cl
 from . import envfile, paths
@@ -56,8 +56,8 @@ STACK_FILE_VERSION = "3.12"  # healthcheck start_interval needs 3.12 (Docker 25+
 # Node labels: one boolean label per role, so one node can hold several roles
 # (`invoke swarm.label NODE data,gateway` sets difyops.role.data=true and difyops.role.gateway=true).
 ROLES = ("data", "app", "gateway")
-ROLE_OF = {"data": "data", "support": "app", "api": "app", "worker": "app", "web": "app", "gateway": "gateway"}
 LABEL_PREFIX = "difyops.role."
+ROLE_CONSTRAINT = re.compile(r"node\.labels\." + re.escape(LABEL_PREFIX) + r"([A-Za-z0-9_-]+)\s*==\s*true")
 
 # .env values that are secrets besides the generated ones.
 EXTRA_SECRET_KEYS = ("CODE_EXECUTION_API_KEY", "INIT_PASSWORD", "PGVECTOR_PASSWORD", "REDIS_SENTINEL_PASSWORD",
@@ -121,6 +121,16 @@ def label_argv(context: str | None, node: str, roles: Iterable[str], clear: Iter
 
 def constraint(role: str) -> str:
     return f"node.labels.{LABEL_PREFIX}{role} == true"
+
+
+def required_roles(stack_files: Iterable[StackFile]) -> set[str]:
+    """The node roles the stacks' placement constraints ask for (difyops.role.<role> == true)."""
+    roles = set()
+    for stack_file in stack_files:
+        for svc in stack_file.stack.get("services", {}).values():
+            for rule in ((svc.get("deploy") or {}).get("placement") or {}).get("constraints") or []:
+                roles.update(ROLE_CONSTRAINT.findall(rule))
+    return roles
 
 
 def secret_values(env: dict[str, str]) -> dict[str, str]:
@@ -444,13 +454,19 @@ def service_states(c: Any, name: str, context: str | None) -> list[ServiceState]
 
 
 def wait_converged(c: Any, name: str, context: str | None, timeout: int, poll: float = 2.0,
-                   clock=time.monotonic, sleep=time.sleep) -> float:
+                   clock=time.monotonic, sleep=time.sleep, progress: Callable[[str], None] | None = None) -> float:
     """Wait (bounded by timeout) until every service of stack `name` runs all its replicas, healthy,
-    with no update in progress. Returns the seconds it took; raises on rollback or timeout."""
+    with no update in progress. Returns the seconds it took; raises on rollback or timeout.
+    ``progress`` is told each new state (`api_api 1/2 updating`), with the seconds so far."""
     started = clock()
     seen_update = False
+    last = ""
     while True:
         states = service_states(c, name, context)
+        now = ", ".join(f"{s.name.removeprefix(name + '_')} {s.running}/{s.desired} {s.update}".strip() for s in states)
+        if progress and now != last:
+            progress(f"{clock() - started:5.1f}s {now or 'no services yet'}")
+            last = now
         seen_update = seen_update or any(s.update == "updating" for s in states)
         back = rolled_back(states)
         if back:
@@ -465,7 +481,39 @@ def wait_converged(c: Any, name: str, context: str | None, timeout: int, poll: f
         sleep(poll)
 
 
-def migrate(c: Any, settings: Settings, context: str | None, timeout: int, poll: float = 2.0) -> None:
+def crowding(ps_lines: str) -> list[str]:
+    """From `docker service ps --format '{{.Name}}\t{{.Node}}'` of running tasks: a warning for each
+    service with several replicas of which more than one runs on the same node."""
+    by_service: dict[str, dict[str, int]] = {}
+    for line in (ps_lines or "").splitlines():
+        name, _, node = line.partition("\t")
+        service = name.strip().rsplit(".", 1)[0]
+        if not service or not node.strip():
+            continue
+        nodes = by_service.setdefault(service, {})
+        nodes[node.strip()] = nodes.get(node.strip(), 0) + 1
+    warnings = []
+    for service, nodes in sorted(by_service.items()):
+        total = sum(nodes.values())
+        for node, count in sorted(nodes.items()):
+            if total > 1 and count > 1:
+                warnings.append(f"{service}: {count} of {total} replicas run on node {node}; losing that node "
+                                f"stops them together. Label more nodes for the role (replicas + 1 nodes keep "
+                                f"replicas apart through start-first updates)")
+    return warnings
+
+
+def crowded(c: Any, name: str, context: str | None) -> list[str]:
+    services = [s.name for s in service_states(c, name, context) if s.desired > 1]
+    if not services:
+        return []
+    ps = _run(c, docker(context, "service", "ps", "--filter", "desired-state=running", "--format",
+                        "{{.Name}}\t{{.Node}}", *services), hide=True, warn=True)
+    return crowding(ps.stdout if ps.ok else "")
+
+
+def migrate(c: Any, settings: Settings, context: str | None, timeout: int, poll: float = 2.0,
+            progress: Callable[[str], None] | None = None) -> None:
     """Dify's migrations once, as a one-shot service (restart none), before the api is updated."""
     api = cl.CLUSTERS["api"]
     rendered = render(c, settings, api, profiles=("migrate",))
@@ -478,11 +526,16 @@ def migrate(c: Any, settings: Settings, context: str | None, timeout: int, poll:
     ensure_objects(c, settings, stack_file, context)
     deploy_stack(c, name, stack_file, context)
     started = time.monotonic()
+    last = ""
     try:
         while True:
             ps = _run(c, docker(context, "service", "ps", "--no-trunc", "--format", "{{.CurrentState}}|{{.Error}}",
                                 f"{name}_migrate"), hide=True, warn=True)
             first = (ps.stdout.splitlines() or [""])[0] if ps.ok else ""
+            state = first.split(" ", 1)[0]
+            if progress and state != last:
+                progress(f"{time.monotonic() - started:5.1f}s migration {state or 'not scheduled yet'}")
+                last = state
             if first.startswith("Complete"):
                 return
             if first.startswith(("Failed", "Rejected", "Shutdown")):
@@ -505,15 +558,16 @@ def _wait_gone(c: Any, name: str, context: str | None, timeout: int, poll: float
         time.sleep(poll)
 
 
-def deploy_cluster(c: Any, settings: Settings, cluster: cl.Cluster, context: str | None, timeout: int) -> StackFile:
+def deploy_cluster(c: Any, settings: Settings, cluster: cl.Cluster, context: str | None, timeout: int,
+                   progress: Callable[[str], None] | None = None) -> StackFile:
     if cluster.name == "api":
-        migrate(c, settings, context, timeout)
+        migrate(c, settings, context, timeout, progress=progress)
     rendered = render(c, settings, cluster)
     name = stack_name(settings, cluster)
     stack_file = to_stack(rendered, name, settings.env)
     ensure_objects(c, settings, stack_file, context)
     deploy_stack(c, name, stack_file, context)
-    wait_converged(c, name, context, timeout)
+    wait_converged(c, name, context, timeout, progress=progress)
     return stack_file
 
 

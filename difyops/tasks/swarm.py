@@ -40,7 +40,6 @@ def deploy_to_swarm(c, clusters=None, timeout=None, context=None):
     where = f"context {context}" if context else "the local engine"
     err.print(f"[bold]pre-flight[/]: Swarm manager ({where}), .env, node labels (nothing is changed yet)")
     problems = probes.env_problems(settings)
-    problems += swarm.swarm_problems(c, context, {swarm.ROLE_OF[x.name] for x in selected})
     stack_files = {}
     if not problems:
         for cluster in selected:  # render every cluster first: a bad file changes nothing
@@ -49,6 +48,12 @@ def deploy_to_swarm(c, clusters=None, timeout=None, context=None):
                                                            swarm.stack_name(settings, cluster), settings.env)
             except DifyopsError as exc:
                 problems.append(str(exc))
+    roles = swarm.required_roles(stack_files.values())
+    unknown = sorted(roles - set(swarm.ROLES))
+    problems += [f"a placement constraint asks for node role {role!r}, which is not one of "
+                 f"{', '.join(swarm.ROLES)} (check PLUGIN_DAEMON_SWARM_ROLE in .env)" for role in unknown]
+    # Reachability always; node labels for the roles the stacks' constraints name.
+    problems += swarm.swarm_problems(c, context, roles - set(unknown))
     refuse(problems, "nothing was deployed")
     for name, stack_file in stack_files.items():
         if stack_file.dropped:
@@ -61,9 +66,12 @@ def deploy_to_swarm(c, clusters=None, timeout=None, context=None):
             err.print(f"[bold]{cluster.name}[/]: stack {swarm.stack_name(settings, cluster)} "
                       f"({cluster.summary}), waiting until every replica is healthy")
             mark = time.monotonic()
-            swarm.deploy_cluster(c, settings, cluster, context, wait)
+            swarm.deploy_cluster(c, settings, cluster, context, wait,
+                                 progress=lambda line: err.print(f"  [dim]{line}[/]"))
             timings.append((cluster.name, time.monotonic() - mark))
             err.print(f"[green]{cluster.name}[/]: converged in {timings[-1][1]:.1f}s")
+            for warning in swarm.crowded(c, swarm.stack_name(settings, cluster), context):
+                err.print(f"[yellow]warning[/]: {warning}")
     except DifyopsError as exc:
         raise fail(str(exc))
     summary = ", ".join(f"{name} {secs:.1f}s" for name, secs in timings)
@@ -75,7 +83,8 @@ def deploy_to_swarm(c, clusters=None, timeout=None, context=None):
     help={
         "node": "the Swarm node (name or id, as `docker node ls` shows)",
         "roles": f"comma-separated roles it takes: {', '.join(swarm.ROLES)} (data: PostgreSQL and Redis; "
-                 "app: api, worker, web; gateway: nginx)",
+                 "app: api, worker, web, sandbox, SSRF proxy; gateway: nginx; the plugin daemon goes "
+                 "with data unless PLUGIN_DAEMON_SWARM_ROLE says app)",
         "remove": "take these roles away instead of adding them",
         "context": CONTEXT_HELP,
     },

@@ -24,8 +24,13 @@ from swarmlab import Lab  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 GATEWAY_PORT = 8080  # inside the Swarm
-MANAGER_IMAGES = ["difyops-local/postgres:17", "difyops-local/redis:8", "difyops-local/nginx:1.26"]
-WORKER_IMAGES = ["difyops-standin/dify-api:v1", "difyops-standin/dify-api:v2", "difyops-standin/dify-web:v1"]
+# Every node takes the app role (api, web, sandbox, SSRF proxy: three nodes for two replicas keep
+# them apart through start-first updates); the manager also holds data (with the plugin daemon) and
+# the gateway.
+APP_IMAGES = ["difyops-standin/dify-api:v1", "difyops-standin/dify-api:v2", "difyops-standin/dify-web:v1",
+              "difyops-standin/dify-sandbox:v1", "difyops-local/squid:6"]
+MANAGER_IMAGES = ["difyops-local/postgres:17", "difyops-local/redis:8", "difyops-local/nginx:1.26",
+                  "difyops-standin/dify-plugin-daemon:v1", *APP_IMAGES]
 
 
 def free_port() -> int:
@@ -68,16 +73,16 @@ def swarm_stack(tmp_path_factory):
         lab.start(workers=2, publish={GATEWAY_PORT: port})
         record("swarm: 3 nodes up", time.monotonic() - started)
         mark = time.monotonic()
-        lab.load_images(lab.manager, MANAGER_IMAGES)
-        for node in lab.workers:
-            lab.load_images(node, WORKER_IMAGES)
+        lab.load_images({"manager": MANAGER_IMAGES, **{f"worker{i}": APP_IMAGES for i in (1, 2)}})
         record("swarm: images copied into the nodes", time.monotonic() - mark)
         name = f"sw{secrets.token_hex(3)}"
         env_file = tmp_path_factory.mktemp("swarm") / ".env"
         overrides = {
-            "DIFYOPS_STACK": name, "EXPOSE_NGINX_PORT": str(GATEWAY_PORT), "API_REPLICAS": "2",
+            "DIFYOPS_STACK": name, "EXPOSE_NGINX_PORT": str(GATEWAY_PORT), "API_REPLICAS": "2", "WEB_REPLICAS": "2",
             "SWARM_ENDPOINT_MODE": "dnsrr", "SWARM_PUBLISH_MODE": "host",
             "DIFY_API_IMAGE": "difyops-standin/dify-api:v1", "DIFY_WEB_IMAGE": "difyops-standin/dify-web:v1",
+            "DIFY_SANDBOX_IMAGE": "difyops-standin/dify-sandbox:v1",
+            "DIFY_PLUGIN_DAEMON_IMAGE": "difyops-standin/dify-plugin-daemon:v1", "SSRF_PROXY_IMAGE": "difyops-local/squid:6",
             "POSTGRES_IMAGE": MANAGER_IMAGES[0], "REDIS_IMAGE": MANAGER_IMAGES[1], "NGINX_IMAGE": MANAGER_IMAGES[2],
         }
         args = [sys.executable, "-m", "invoke", "env.init", "--env-file", str(env_file)]

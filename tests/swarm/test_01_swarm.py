@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -13,12 +14,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "smoke"))
 from smokelib import check, record  # noqa: E402
 from swarmlab import Load  # noqa: E402
 
-CLUSTERS = "data,api,web,gateway"
+CLUSTERS = "data,support,api,web,gateway"
+
+
+def get_json(port: int, path: str) -> dict:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:  # the stand-in answers JSON on errors too
+        return json.loads(exc.read() or b"{}")
 
 
 def ping(port: int) -> dict:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/console/api/ping", timeout=10) as response:
-        return json.loads(response.read())
+    return get_json(port, "/console/api/ping")
+
+
+def nodes_of(rows, service: str) -> list[str]:
+    return sorted(node for name, node, _ in rows if name.rsplit(".", 1)[0] == service)
 
 
 def placement(st, services) -> list[tuple[str, str, str]]:
@@ -30,13 +42,14 @@ def placement(st, services) -> list[tuple[str, str, str]]:
 def test_01_deploy(swarm_stack):
     st = swarm_stack
     ctx = st.lab.context
-    st.invoke("swarm.label", "manager", "data,gateway", "--context", ctx)
+    st.invoke("swarm.label", "manager", "data,gateway,app", "--context", ctx)
     for node in ("worker1", "worker2"):
         st.invoke("swarm.label", node, "app", "--context", ctx)
     started = time.monotonic()
     result = st.invoke("prod.deploy", "--target", "swarm", "--context", ctx, "--clusters", CLUSTERS)
-    record("swarm: deploy data, api, web, gateway", time.monotonic() - started)
+    record("swarm: deploy data, support, api, web, gateway", time.monotonic() - started)
     print(result.stdout[-500:])
+    print(result.stderr[-4000:])
     answer = ping(st.port)
     check("the gateway answers from the host through the manager", answer.get("pong") is True
           and answer.get("db", {}).get("ok") and answer.get("redis", {}).get("ok"),
@@ -56,9 +69,21 @@ def test_01_deploy(swarm_stack):
     update = api.get("UpdateConfig", {})
     check("api updates start-first and rolls back on failure",
           update.get("Order") == "start-first" and update.get("FailureAction") == "rollback", update)
-    where = placement(st, [f"{st.name}-data_db_postgres", f"{st.name}-api_api", f"{st.name}-web_web"])
-    ok = all((node == "manager") == ("data_" in name) for name, node, _ in where)
-    check("placement follows the node labels (data on manager, app on workers)", ok and bool(where), where)
+    data = placement(st, [f"{st.name}-data_db_postgres", f"{st.name}-data_redis", f"{st.name}-support_plugin_daemon"])
+    check("data services and the plugin daemon (node-local volumes) run on the data node only",
+          bool(data) and all(node == "manager" for _, node, _ in data), data)
+    api_nodes = nodes_of(placement(st, [f"{st.name}-api_api"]), f"{st.name}-api_api")
+    check("the two api replicas run on different nodes", len(api_nodes) == 2 and len(set(api_nodes)) == 2, api_nodes)
+    check("no crowding warning at deploy", "replicas run on node" not in result.stderr,
+          [ln for ln in result.stderr.splitlines() if "warning" in ln])
+    # The support cluster: secrets reach Dify's sandbox and plugin daemon through the shim, in
+    # front of their images' own start commands.
+    sandbox = get_json(st.port, "/console/api/sandbox")
+    check("the api runs code in the sandbox with its key (ssrf network, secret through the shim)",
+          sandbox.get("sandbox_status") == 200, {k: sandbox.get(k) for k in ("sandbox_url", "sandbox_status")})
+    plugin = get_json(st.port, "/console/api/plugin")
+    check("the api reaches the plugin daemon with its key", plugin.get("plugin_daemon_status") == 200,
+          {k: plugin.get(k) for k in ("plugin_daemon_url", "plugin_daemon_status")})
 
 
 def test_02_upgrade_under_load(swarm_stack):
@@ -67,14 +92,18 @@ def test_02_upgrade_under_load(swarm_stack):
     with Load(st.port) as load:
         time.sleep(3)
         started = time.monotonic()
-        st.invoke("prod.deploy", "--target", "swarm", "--context", st.lab.context, "--clusters", "api")
+        result = st.invoke("prod.deploy", "--target", "swarm", "--context", st.lab.context, "--clusters", "api")
         record("swarm: api v1 -> v2 under load", time.monotonic() - started)
         time.sleep(3)
+    print(result.stderr[-3000:])
     print(f"upgrade under load: {load.total} requests, {load.failed} failed {load.errors}, versions {load.versions}")
     check("requests were sent during the whole upgrade", load.total > 100, load.total)
     check("no request failed during the start-first upgrade", load.failed == 0,
           f"{load.failed} of {load.total} failed: {load.errors}")
     check("v2 answers after the upgrade", ping(st.port).get("version", "").endswith("v2"), ping(st.port).get("version"))
+    api_nodes = nodes_of(placement(st, [f"{st.name}-api_api"]), f"{st.name}-api_api")
+    check("the api replicas are still on different nodes after the start-first upgrade",
+          len(api_nodes) == 2 and len(set(api_nodes)) == 2, api_nodes)
 
 
 def test_03_lose_a_worker_node(swarm_stack):
@@ -84,7 +113,9 @@ def test_03_lose_a_worker_node(swarm_stack):
     counts = {}
     for _, node, _ in before:
         counts[node] = counts.get(node, 0) + 1
-    victim = max((n for n in counts if n != "manager"), key=lambda n: counts[n])
+    # A worker that runs an api replica (and as many others as any).
+    api_on = set(nodes_of(before, f"{st.name}-api_api"))
+    victim = max((n for n in counts if n != "manager"), key=lambda n: (n in api_on, counts[n]))
     node = next(x for x in st.lab.workers if x.name.endswith(victim))
     with Load(st.port, threads=2, max_seconds=600) as load:
         time.sleep(2)
@@ -103,3 +134,5 @@ def test_03_lose_a_worker_node(swarm_stack):
     check(f"api and web run again on the other nodes after {victim} is lost", recovered is not None,
           placement(st, services))
     check("the gateway answers after the node loss", ping(st.port).get("pong") is True, ping(st.port).get("version"))
+    check("no request failed while the node was lost (the replica on another node served; nginx "
+          "retried the lost address)", load.failed == 0, f"{load.failed} of {load.total} failed: {load.errors}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
+import subprocess
 import tarfile
 
 import pytest
@@ -11,7 +13,7 @@ from conftest import OK, commands, mock_context
 from invoke import Result
 from invoke.exceptions import Exit
 
-from difyops import bundle, swarm
+from difyops import bundle, clusters, envfile, paths, swarm
 from difyops.errors import DifyopsError
 from difyops.tasks import prod as prod_tasks
 from difyops.tasks import swarm as swarm_tasks
@@ -133,17 +135,45 @@ def test_label_task_refuses_unknown_role_and_runs_nothing(env_path):
 
 
 def test_deploy_swarm_refuses_when_not_a_manager_and_changes_nothing(env_path):
-    c = mock_context(env_path, {r"docker --context m info": Result("active false\n")})
+    c = mock_context(env_path, {r"docker --context m info": Result("active false\n"),
+                                r"docker compose .* config": Result('{"services": {}}')})
     with pytest.raises(Exit, match="nothing was deployed"):
         prod_tasks.deploy(c, clusters="data", target="swarm", context="m")
     assert not [cmd for cmd in commands(c) if " create" in cmd or "stack deploy" in cmd]
 
 
-def test_deploy_swarm_refuses_cluster_without_overlay(env_path):
+def test_deploy_swarm_refuses_cluster_without_overlay(env_path, tmp_path, monkeypatch):
+    monkeypatch.setattr(swarm, "SWARM_DIR", tmp_path)  # no overlay at all
     c = mock_context(env_path, {r".*": OK})
     with pytest.raises(Exit, match="no Swarm overlay"):
         prod_tasks.deploy(c, clusters="support", target="swarm")
     assert commands(c) == []
+
+
+def test_required_roles_come_from_placement_constraints():
+    doc = {"services": {
+        "a": {"deploy": {"placement": {"constraints": ["node.labels.difyops.role.app == true"]}}},
+        "b": {"deploy": {"placement": {"constraints": ["node.labels.difyops.role.data==true", "node.role == worker"]}}},
+        "c": {"image": "x"},
+    }}
+    assert swarm.required_roles([swarm.StackFile(doc)]) == {"app", "data"}
+
+
+def test_crowding_warns_only_where_replicas_share_a_node():
+    lines = "s_api.1\tw1\ns_api.2\tw1\ns_web.1\tw1\ns_web.2\tw2\ns_nginx.1\tm\n"
+    warnings = swarm.crowding(lines)
+    assert len(warnings) == 1 and warnings[0].startswith("s_api: 2 of 2 replicas run on node w1")
+    assert swarm.crowding("s_api.1\tw1\ns_api.2\tw2\n") == []
+
+
+def test_deploy_swarm_refuses_unknown_role_from_env(env_path):
+    stack = {"services": {"plugin_daemon": {"image": "x", "deploy": {
+        "placement": {"constraints": ["node.labels.difyops.role.dta == true"]}}}}}
+    c = mock_context(env_path, {r"docker compose .* config": Result(json.dumps(stack)),
+                                r"docker --context m info": Result("active true\n"), r".*": OK})
+    with pytest.raises(Exit, match="node role 'dta'"):
+        prod_tasks.deploy(c, clusters="support", target="swarm", context="m")
+    assert not [cmd for cmd in commands(c) if " create" in cmd or "stack deploy" in cmd]
 
 
 def test_deploy_refuses_unknown_target_and_context_without_swarm(env_path):
@@ -220,3 +250,53 @@ def test_bundle_verify_refuses_truncated_and_foreign_files(tmp_path):
         out.addfile(info, io.BytesIO(b""))
     with pytest.raises(DifyopsError, match="not a difyops image bundle"):
         bundle.verify(foreign)
+
+
+# ----------------------------------------------------------------------------- the real overlays
+
+HAS_COMPOSE = shutil.which("docker") is not None and subprocess.run(
+    ["docker", "compose", "version"], capture_output=True).returncode == 0
+
+
+def render_for_swarm(tmp_path, cluster: str, **overrides: str) -> tuple[swarm.StackFile, dict[str, str]]:
+    env_file = tmp_path / ".env"
+    env_file.write_text(envfile.generate(paths.ENV_EXAMPLE.read_text(), {"DIFYOPS_STACK": "u", **overrides}))
+    env = envfile.read(env_file)
+    argv = ["docker", "compose", "-f", str(clusters.CLUSTERS[cluster].file), "-f",
+            str(swarm.overlay_file(clusters.CLUSTERS[cluster])), "--env-file", str(env_file), "config", "--format", "json"]
+    result = subprocess.run(argv, capture_output=True, text=True,
+                            env={"PATH": "/usr/local/bin:/usr/bin:/bin", "DIFYOPS_ENV_FILE": str(env_file)})
+    assert result.returncode == 0, result.stderr
+    return swarm.to_stack(json.loads(result.stdout), f"u-{cluster}", env), env
+
+
+@pytest.mark.skipif(not HAS_COMPOSE, reason="needs the docker compose CLI (no daemon); runs in CI, where "
+                                            ".ci/run installs it")
+@pytest.mark.parametrize("name", list(clusters.CLUSTERS))
+def test_every_cluster_becomes_a_stack_with_no_secret_in_the_clear(name, tmp_path):
+    stack_file, env = render_for_swarm(tmp_path, name)
+    text = stack_file.dumps()
+    for value, key in swarm.secret_values(env).items():
+        assert value not in text, f"{key} in the clear"
+    for service, svc in stack_file.stack["services"].items():
+        assert (svc.get("deploy") or {}).get("placement", {}).get("constraints"), f"{service} has no placement"
+
+
+@pytest.mark.skipif(not HAS_COMPOSE, reason="needs the docker compose CLI (no daemon); runs in CI, where "
+                                            ".ci/run installs it")
+def test_support_on_swarm_runs_the_images_own_start_commands_through_the_shim(tmp_path):
+    stack_file, _ = render_for_swarm(tmp_path, "support")
+    services = stack_file.stack["services"]
+    shim = ["/bin/sh", swarm.SHIM_TARGET]
+    assert services["sandbox"]["entrypoint"] == [*shim, "/entrypoint.sh"]
+    assert services["plugin_daemon"]["entrypoint"] == [*shim, "/bin/bash", "-c", "/app/entrypoint.sh"]
+    assert {s["target"] for s in services["sandbox"]["secrets"]} == {"API_KEY"}
+    assert {"DB_PASSWORD", "SERVER_KEY", "DIFY_INNER_API_KEY"} <= {s["target"] for s in services["plugin_daemon"]["secrets"]}
+    # The plugin daemon stays with its node-local volume (data) unless told otherwise.
+    assert swarm.required_roles([stack_file]) == {"app", "data"}
+    assert services["plugin_daemon"]["deploy"]["update_config"]["order"] == "stop-first"
+    moved, _ = render_for_swarm(tmp_path, "support", PLUGIN_DAEMON_SWARM_ROLE="app")
+    assert swarm.required_roles([moved]) == {"app"}
+    # squid's files travel as configs (the node has no checkout), the entrypoint keeps its exec bit.
+    targets = {cfg["target"]: cfg["mode"] for cfg in services["ssrf_proxy"]["configs"]}
+    assert "/etc/squid/squid.conf.template" in targets and "/difyops/docker-entrypoint.sh" in targets
