@@ -353,11 +353,19 @@ def start_middleware(c: Any, ds: DevSettings, viewer: bool = False, timeout: int
 
 
 def stop_middleware(c: Any, ds: DevSettings, volumes: bool = False) -> None:
+    """`down` the middleware. The named volumes (the data) are kept unless ``volumes``; the
+    anonymous ones (an image's VOLUME path this file does not map) never are: a later `up` gives
+    the new containers new ones, so `down` alone would leave them behind, empty and unused."""
     if not ds.env_file.exists():
         return
+    every = ("weaviate", "qdrant", "viewer")  # every profile, so an opt-in viewer or vector store goes too
+    if not volumes:
+        # `rm --volumes` removes a container's anonymous volumes only; `down --volumes` would also
+        # delete the named ones.
+        run_compose(c, ds, "stop", "--timeout", "20", profiles=every, hide=True, warn=True)
+        run_compose(c, ds, "rm", "--force", "--volumes", profiles=every, hide=True, warn=True)
     args = ["down", "--remove-orphans", "--timeout", "20"] + (["--volumes"] if volumes else [])
-    # every profile, so an opt-in viewer or vector store goes too
-    run_compose(c, ds, *args, profiles=("weaviate", "qdrant", "viewer"), hide=True, warn=True)
+    run_compose(c, ds, *args, profiles=every, hide=True, warn=True)
 
 
 # ---------------------------------------------------------------------------- prerequisites

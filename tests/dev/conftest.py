@@ -95,6 +95,22 @@ class DevEnv:
                               "--format", "{{.Names}}"], capture_output=True, text=True)
         return out.stdout.split()
 
+    def volumes(self) -> list[str]:
+        """The project's named volumes (compose labels them; anonymous volumes have no such label)."""
+        out = subprocess.run(["docker", "volume", "ls", "-q", "--filter", f"label=com.docker.compose.project={self.project}"],
+                             capture_output=True, text=True)
+        return sorted(out.stdout.split())
+
+    def anonymous_volumes(self) -> list[str]:
+        """Anonymous volumes mounted by the project's containers, as `destination=name`."""
+        found = []
+        for name in self.containers():
+            out = subprocess.run(["docker", "inspect", "-f", "{{json .Mounts}}", name], capture_output=True, text=True)
+            for mount in json.loads(out.stdout or "null") or []:
+                if mount.get("Type") == "volume" and not mount.get("Name", "").startswith(f"{self.project}_"):
+                    found.append(f"{mount['Destination']}={mount['Name']}")
+        return sorted(found)
+
     def tracked_pids(self) -> list[int]:
         pids = []
         for path in (self.state / "run").glob("*.json") if (self.state / "run").is_dir() else []:

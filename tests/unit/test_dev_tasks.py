@@ -87,12 +87,20 @@ def test_middleware_start_refuses_a_taken_port_and_starts_nothing(state, monkeyp
     assert not [cmd for cmd in commands(c) if " up " in cmd]
 
 
-def test_middleware_stop_includes_every_profile(state):
-    c = ctx(state, {r" down ": OK})
+def test_middleware_stop_includes_every_profile_and_removes_anonymous_volumes_only(state):
+    c = ctx(state, {r" stop ": OK, r" rm ": OK, r" down ": OK})
     middleware.stop(c)
-    assert commands(c) == [f"docker compose -f {MIDDLEWARE_FILE} --env-file {state / 'middleware.env'} -p "
-                           "unit-middleware --profile weaviate --profile qdrant --profile viewer down "
-                           "--remove-orphans --timeout 20"]
+    base = (f"docker compose -f {MIDDLEWARE_FILE} --env-file {state / 'middleware.env'} -p "
+            "unit-middleware --profile weaviate --profile qdrant --profile viewer ")
+    assert commands(c) == [base + "stop --timeout 20", base + "rm --force --volumes",
+                           base + "down --remove-orphans --timeout 20"]
+
+
+def test_middleware_stop_volumes_is_one_down_volumes(state):
+    c = ctx(state, {r" down ": OK})
+    middleware.stop(c, volumes=True, yes=True)
+    assert [cmd.split(" --profile viewer ")[1] for cmd in commands(c)] == [
+        "down --remove-orphans --timeout 20 --volumes"]
 
 
 def test_dev_db_runs_psql_in_the_container(state):
