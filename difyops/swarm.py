@@ -32,7 +32,6 @@ here, where the compose files and .env are.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import re
 import shlex
@@ -46,6 +45,7 @@ from . import clusters as cl
 from . import envfile, paths
 from .config import Settings
 from .errors import DifyopsError
+from .stdin import TextInput
 
 SWARM_DIR = paths.COMPOSE_DIR / "swarm"
 SHIM_FILE = SWARM_DIR / "secrets-env.sh"
@@ -432,11 +432,11 @@ def ensure_objects(c: Any, settings: Settings, stack_file: StackFile, context: s
         if _run(c, docker(context, "secret", "inspect", name), hide=True, warn=True).ok:
             continue
         _run(c, docker(context, "secret", "create", "--label", f"{cl.STACK_LABEL}={settings.stack}", name, "-"),
-             in_stream=io.StringIO(value), hide=True)
+             in_stream=TextInput(value), hide=True)
 
 
 def deploy_stack(c: Any, name: str, stack_file: StackFile, context: str | None) -> None:
-    result = _run(c, deploy_argv(name, context), in_stream=io.StringIO(stack_file.dumps()), hide=True, warn=True)
+    result = _run(c, deploy_argv(name, context), in_stream=TextInput(stack_file.dumps()), hide=True, warn=True)
     if not result.ok:
         lines = [ln for ln in (result.stderr or "").splitlines() if ln.strip()]
         raise DifyopsError(f"docker stack deploy {name} failed: {lines[-1] if lines else 'no output'}")

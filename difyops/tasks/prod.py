@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import shlex
 import sys
 import time
@@ -15,6 +14,7 @@ from .. import clusters as cl
 from .. import logfilter, releases, rollout, stack
 from ..config import load_settings
 from ..errors import fail, refuse
+from ..stdin import TextInput
 
 out = Console(highlight=False)
 
@@ -310,7 +310,7 @@ def firewall(c, tool="nft", ssh_port=22, apply=False):
         if not apply:
             print(rules, end="")
             return
-        result = c.run("nft -f -", in_stream=io.StringIO(rules), hide=True, warn=True)
+        result = c.run("nft -f -", in_stream=TextInput(rules), hide=True, warn=True)
     else:
         commands = hardening.ufw_commands(ports, ssh)
         if not apply:

@@ -35,6 +35,16 @@ def node_run_flags() -> list[str]:
     return NODE_RUN_FLAGS + (["--cap-drop", "SYS_RESOURCE"] if probe.returncode == 0 else [])
 
 
+def storage_driver(flags: list[str]) -> str:
+    """overlay2 where a node can mount overlayfs on its /var/lib/docker (a volume on the host's
+    filesystem, so not overlay on overlay): images load once per layer and containers start
+    without copying. Otherwise vfs, which works everywhere but copies every layer in full."""
+    probe = sh("docker", "run", "--rm", *flags, "--entrypoint", "/bin/sh", "--tmpfs", "/x", NODE_IMAGE, "-c",
+               "mkdir -p /x/l /x/u /x/w /x/m && mount -t overlay overlay "
+               "-o lowerdir=/x/l,upperdir=/x/u,workdir=/x/w /x/m && umount /x/m", check=False, timeout=120)
+    return "overlay2" if probe.returncode == 0 else "vfs"
+
+
 def sh(*argv: str, check: bool = True, timeout: float = 300, input: bytes | None = None,
        text: bool = True) -> subprocess.CompletedProcess:
     result = subprocess.run(list(argv), capture_output=True, timeout=timeout, input=input,
@@ -90,6 +100,7 @@ class Lab:
         sh("docker", "network", "create", "--label", f"difyops.test={self.prefix}", self.network)
         self.published = dict(publish)
         flags = node_run_flags()
+        driver = storage_driver(flags)
         names = ["manager"] + [f"worker{i}" for i in range(1, workers + 1)]
         for short in names:
             sockdir = self.workdir / short
@@ -107,7 +118,7 @@ class Lab:
                # (what docs/SWARM.md advises for offline nodes).
                "-e", "DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1",
                "-v", f"{self.prefix}-{short}-lib:/var/lib/docker", "-v", f"{sockdir}:/sock",
-               NODE_IMAGE, "dockerd", "--storage-driver=vfs",
+               NODE_IMAGE, "dockerd", f"--storage-driver={driver}",
                "-H", "unix:///var/run/docker.sock", "-H", "unix:///sock/docker.sock")
             self.nodes.append(node)
         for node in self.nodes:
@@ -135,8 +146,7 @@ class Lab:
         """docker save | docker load (the nodes have no registry either), all nodes at once.
 
         ``plan`` maps a node's short name to the refs it needs. Each distinct set of refs is saved
-        once to a file under the lab's folder; the nodes then load in parallel (their vfs storage
-        makes loading disk-bound, not CPU-bound)."""
+        once to a file under the lab's folder; the nodes then load it in parallel."""
         from concurrent.futures import ThreadPoolExecutor
 
         tars: dict[tuple[str, ...], Path] = {}
