@@ -48,7 +48,8 @@ _HUB_ALIASES = {"docker.io", "index.docker.io", "registry-1.docker.io"}
 
 @dataclass(frozen=True)
 class LocalBuild:
-    """How an image is built on this machine: a folder of the repository and the tag it gets."""
+    """How an image is built on this machine: a folder of the repository and the tag it gets, with
+    the stage of its Dockerfile and the build args when the folder builds several images."""
 
     context: str  # folder, relative to the repository root
     tag: str
@@ -82,6 +83,32 @@ def _standin(target: str, image: str) -> LocalBuild:
     )
 
 
+# The seven monitoring images share one Dockerfile; each is a stage of it (--target, named as the
+# image) built with the build args below.
+PROMETHEUS_FAMILY = "images/prometheus-family"
+
+
+def _prometheus_family(name: str, variable: str, default: str, tag: str, stands_for: str, *,
+                       package: str, port: int, version: str, links: Mapping[str, str],
+                       data_dir: str = "") -> ImageSpec:
+    """A monitoring image: the Debian package, the links that give its binaries the official
+    image's paths (the first is the entrypoint, run with --version, whose output must match the
+    regular expression `version`), its port and data folder; labelled as standing for default."""
+    args = {
+        "PACKAGE": package,
+        "LINKS": " ".join(f"{link}={target}" for link, target in links.items()),
+        "BINARY": next(iter(links)),
+        "VERSION_REGEX": version,
+        "DATA_DIR": data_dir,
+        "PORT": str(port),
+        "TITLE": tag.rsplit(":", 1)[0],
+        "STANDS_FOR": default,
+    }
+    build = LocalBuild(PROMETHEUS_FAMILY, tag, target=name,
+                       build_args=tuple((key, value) for key, value in args.items() if value))
+    return ImageSpec(name, variable, default, build, stands_for)
+
+
 # Order: as the compose files meet them (Dify first, then the middleware).
 CATALOGUE: tuple[ImageSpec, ...] = (
     ImageSpec("dify-api", "DIFY_API_IMAGE", "langgenius/dify-api:{dify_version}",
@@ -100,25 +127,41 @@ CATALOGUE: tuple[ImageSpec, ...] = (
               LocalBuild("images/nginx", "difyops-local/nginx:1.26"), "nginx gateway"),
     ImageSpec("squid", "SSRF_PROXY_IMAGE", "ubuntu/squid:6.6-24.04_beta",
               LocalBuild("images/squid", "difyops-local/squid:6"), "Squid SSRF proxy"),
-    # The monitoring cluster (compose/monitoring.yml). Grafana and cAdvisor have no Debian
-    # package: they are not built here (Grafana's files are validated statically).
-    ImageSpec("prometheus", "PROMETHEUS_IMAGE", "prom/prometheus:v2.55.1",
-              LocalBuild("images/prometheus", "difyops-local/prometheus:2"), "Prometheus"),
-    ImageSpec("alertmanager", "ALERTMANAGER_IMAGE", "prom/alertmanager:v0.28.1",
-              LocalBuild("images/alertmanager", "difyops-local/alertmanager:0.28"), "Alertmanager"),
-    ImageSpec("node-exporter", "NODE_EXPORTER_IMAGE", "prom/node-exporter:v1.9.0",
-              LocalBuild("images/node-exporter", "difyops-local/node-exporter:1"), "host metrics exporter"),
-    ImageSpec("postgres-exporter", "POSTGRES_EXPORTER_IMAGE", "prometheuscommunity/postgres-exporter:v0.17.1",
-              LocalBuild("images/postgres-exporter", "difyops-local/postgres-exporter:0.17"),
-              "PostgreSQL metrics exporter"),
-    ImageSpec("redis-exporter", "REDIS_EXPORTER_IMAGE", "oliver006/redis_exporter:v1.69.0-alpine",
-              LocalBuild("images/redis-exporter", "difyops-local/redis-exporter:1"),
-              "Redis and Celery queue metrics exporter"),
-    ImageSpec("nginx-exporter", "NGINX_EXPORTER_IMAGE", "nginx/nginx-prometheus-exporter:1.4.1",
-              LocalBuild("images/nginx-exporter", "difyops-local/nginx-exporter:1"), "nginx stub_status exporter"),
-    ImageSpec("blackbox-exporter", "BLACKBOX_EXPORTER_IMAGE", "prom/blackbox-exporter:v0.26.0",
-              LocalBuild("images/blackbox-exporter", "difyops-local/blackbox-exporter:0.26"),
-              "HTTP probes through the gateway"),
+    # The monitoring cluster (compose/monitoring.yml): one Dockerfile, a target and build args
+    # each (see _prometheus_family). Grafana and cAdvisor have no Debian package: they are not
+    # built here (Grafana's files are validated statically).
+    _prometheus_family("prometheus", "PROMETHEUS_IMAGE", "prom/prometheus:v2.55.1",
+                       "difyops-local/prometheus:2", "Prometheus",
+                       package="prometheus", port=9090, version=r"version v?2\.",
+                       links={"/bin/prometheus": "/usr/bin/prometheus", "/bin/promtool": "/usr/bin/promtool"},
+                       data_dir="/prometheus"),
+    _prometheus_family("alertmanager", "ALERTMANAGER_IMAGE", "prom/alertmanager:v0.28.1",
+                       "difyops-local/alertmanager:0.28", "Alertmanager",
+                       package="prometheus-alertmanager", port=9093, version=r"version v?0\.28\.",
+                       links={"/bin/alertmanager": "/usr/bin/prometheus-alertmanager",
+                              "/bin/amtool": "/usr/bin/amtool"},
+                       data_dir="/alertmanager"),
+    _prometheus_family("node-exporter", "NODE_EXPORTER_IMAGE", "prom/node-exporter:v1.9.0",
+                       "difyops-local/node-exporter:1", "host metrics exporter",
+                       package="prometheus-node-exporter", port=9100, version=r"version v?1\.",
+                       links={"/bin/node_exporter": "/usr/bin/prometheus-node-exporter"}),
+    _prometheus_family("postgres-exporter", "POSTGRES_EXPORTER_IMAGE",
+                       "prometheuscommunity/postgres-exporter:v0.17.1",
+                       "difyops-local/postgres-exporter:0.17", "PostgreSQL metrics exporter",
+                       package="prometheus-postgres-exporter", port=9187, version=r"version v?0\.17\.",
+                       links={"/bin/postgres_exporter": "/usr/bin/prometheus-postgres-exporter"}),
+    _prometheus_family("redis-exporter", "REDIS_EXPORTER_IMAGE", "oliver006/redis_exporter:v1.69.0-alpine",
+                       "difyops-local/redis-exporter:1", "Redis and Celery queue metrics exporter",
+                       package="prometheus-redis-exporter", port=9121, version=r"Exporter v?1\.",
+                       links={"/redis_exporter": "/usr/bin/prometheus-redis-exporter"}),
+    _prometheus_family("nginx-exporter", "NGINX_EXPORTER_IMAGE", "nginx/nginx-prometheus-exporter:1.4.1",
+                       "difyops-local/nginx-exporter:1", "nginx stub_status exporter",
+                       package="prometheus-nginx-exporter", port=9113, version=r"version v?1\.",
+                       links={"/usr/bin/nginx-prometheus-exporter": "/usr/bin/prometheus-nginx-exporter"}),
+    _prometheus_family("blackbox-exporter", "BLACKBOX_EXPORTER_IMAGE", "prom/blackbox-exporter:v0.26.0",
+                       "difyops-local/blackbox-exporter:0.26", "HTTP probes through the gateway",
+                       package="prometheus-blackbox-exporter", port=9115, version=r"version v?0\.26\.",
+                       links={"/bin/blackbox_exporter": "/usr/bin/prometheus-blackbox-exporter"}),
     # Backup tools (difyops/backup.py). No official image exists: the default is the local build.
     ImageSpec("backup", "DIFYOPS_BACKUP_IMAGE", "difyops-local/backup:1",
               LocalBuild("images/backup", "difyops-local/backup:1"),
