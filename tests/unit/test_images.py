@@ -313,7 +313,7 @@ def test_each_monitoring_stage_runs_the_binary_its_build_args_check(spec):
     else:
         assert volumes == [] and not any(line.startswith("WORKDIR ") for line in stage)
     # Only what the Dockerfile declares is passed, and everything it requires is.
-    declared = set(re.findall(r"^ARG (\w+)", FAMILY_DOCKERFILE, flags=re.M))
+    declared = set(re.findall(r"^ARG (\w+)", FAMILY_DOCKERFILE, flags=re.MULTILINE))
     required = set(re.findall(r'"\$\{(\w+):\?\}"', FAMILY_DOCKERFILE))
     assert required == {"PACKAGE", "BINARY", "VERSION_REGEX", "PORT", "TITLE", "STANDS_FOR"}
     assert required <= set(args) <= declared
