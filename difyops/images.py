@@ -88,23 +88,26 @@ def _standin(target: str, image: str) -> LocalBuild:
 PROMETHEUS_FAMILY = "images/prometheus-family"
 
 
-def _prometheus_family(name: str, variable: str, default: str, tag: str, stands_for: str, *,
-                       package: str, port: int, version: str, links: Mapping[str, str],
-                       data_dir: str = "") -> ImageSpec:
-    """A monitoring image: the Debian package, the links that give its binaries the official
-    image's paths (the first is the entrypoint, run with --version, whose output must match the
-    regular expression `version`), its port and data folder; labelled as standing for default."""
+def _prometheus_family(name: str, variable: str, default: str, version: str, stands_for: str,
+                       entrypoint: str, port: int, *, data_dir: str = "", tools: tuple[str, ...] = (),
+                       version_word: str = "version") -> ImageSpec:
+    """A monitoring image, difyops-local/<name>:<version>, from the Debian package prometheus-<name>
+    (prometheus itself: prometheus): the package's binary linked at the official entrypoint path,
+    tools linked into /bin, a check that `<entrypoint> --version` says "<version_word> <version>.",
+    the port, a data folder owned by nobody, and labels naming what it stands for (default)."""
+    package = name if name == "prometheus" else f"prometheus-{name}"
+    links = {entrypoint: f"/usr/bin/{package}", **{f"/bin/{tool}": f"/usr/bin/{tool}" for tool in tools}}
     args = {
         "PACKAGE": package,
         "LINKS": " ".join(f"{link}={target}" for link, target in links.items()),
-        "BINARY": next(iter(links)),
-        "VERSION_REGEX": version,
+        "BINARY": entrypoint,
+        "VERSION_REGEX": rf"{version_word} v?{re.escape(version)}\.",
         "DATA_DIR": data_dir,
         "PORT": str(port),
-        "TITLE": tag.rsplit(":", 1)[0],
+        "TITLE": f"difyops-local/{name}",
         "STANDS_FOR": default,
     }
-    build = LocalBuild(PROMETHEUS_FAMILY, tag, target=name,
+    build = LocalBuild(PROMETHEUS_FAMILY, f"difyops-local/{name}:{version}", target=name,
                        build_args=tuple((key, value) for key, value in args.items() if value))
     return ImageSpec(name, variable, default, build, stands_for)
 
@@ -127,41 +130,24 @@ CATALOGUE: tuple[ImageSpec, ...] = (
               LocalBuild("images/nginx", "difyops-local/nginx:1.26"), "nginx gateway"),
     ImageSpec("squid", "SSRF_PROXY_IMAGE", "ubuntu/squid:6.6-24.04_beta",
               LocalBuild("images/squid", "difyops-local/squid:6"), "Squid SSRF proxy"),
-    # The monitoring cluster (compose/monitoring.yml): one Dockerfile, a target and build args
-    # each (see _prometheus_family). Grafana and cAdvisor have no Debian package: they are not
-    # built here (Grafana's files are validated statically).
-    _prometheus_family("prometheus", "PROMETHEUS_IMAGE", "prom/prometheus:v2.55.1",
-                       "difyops-local/prometheus:2", "Prometheus",
-                       package="prometheus", port=9090, version=r"version v?2\.",
-                       links={"/bin/prometheus": "/usr/bin/prometheus", "/bin/promtool": "/usr/bin/promtool"},
-                       data_dir="/prometheus"),
-    _prometheus_family("alertmanager", "ALERTMANAGER_IMAGE", "prom/alertmanager:v0.28.1",
-                       "difyops-local/alertmanager:0.28", "Alertmanager",
-                       package="prometheus-alertmanager", port=9093, version=r"version v?0\.28\.",
-                       links={"/bin/alertmanager": "/usr/bin/prometheus-alertmanager",
-                              "/bin/amtool": "/usr/bin/amtool"},
-                       data_dir="/alertmanager"),
-    _prometheus_family("node-exporter", "NODE_EXPORTER_IMAGE", "prom/node-exporter:v1.9.0",
-                       "difyops-local/node-exporter:1", "host metrics exporter",
-                       package="prometheus-node-exporter", port=9100, version=r"version v?1\.",
-                       links={"/bin/node_exporter": "/usr/bin/prometheus-node-exporter"}),
-    _prometheus_family("postgres-exporter", "POSTGRES_EXPORTER_IMAGE",
-                       "prometheuscommunity/postgres-exporter:v0.17.1",
-                       "difyops-local/postgres-exporter:0.17", "PostgreSQL metrics exporter",
-                       package="prometheus-postgres-exporter", port=9187, version=r"version v?0\.17\.",
-                       links={"/bin/postgres_exporter": "/usr/bin/prometheus-postgres-exporter"}),
-    _prometheus_family("redis-exporter", "REDIS_EXPORTER_IMAGE", "oliver006/redis_exporter:v1.69.0-alpine",
-                       "difyops-local/redis-exporter:1", "Redis and Celery queue metrics exporter",
-                       package="prometheus-redis-exporter", port=9121, version=r"Exporter v?1\.",
-                       links={"/redis_exporter": "/usr/bin/prometheus-redis-exporter"}),
-    _prometheus_family("nginx-exporter", "NGINX_EXPORTER_IMAGE", "nginx/nginx-prometheus-exporter:1.4.1",
-                       "difyops-local/nginx-exporter:1", "nginx stub_status exporter",
-                       package="prometheus-nginx-exporter", port=9113, version=r"version v?1\.",
-                       links={"/usr/bin/nginx-prometheus-exporter": "/usr/bin/prometheus-nginx-exporter"}),
-    _prometheus_family("blackbox-exporter", "BLACKBOX_EXPORTER_IMAGE", "prom/blackbox-exporter:v0.26.0",
-                       "difyops-local/blackbox-exporter:0.26", "HTTP probes through the gateway",
-                       package="prometheus-blackbox-exporter", port=9115, version=r"version v?0\.26\.",
-                       links={"/bin/blackbox_exporter": "/usr/bin/prometheus-blackbox-exporter"}),
+    # The monitoring cluster (compose/monitoring.yml): targets of one Dockerfile, built from the
+    # Debian package prometheus-<name> (see _prometheus_family). Grafana and cAdvisor have no
+    # Debian package: they are not built here (Grafana's files are validated statically).
+    _prometheus_family("prometheus", "PROMETHEUS_IMAGE", "prom/prometheus:v2.55.1", "2", "Prometheus",
+                       "/bin/prometheus", 9090, data_dir="/prometheus", tools=("promtool",)),
+    _prometheus_family("alertmanager", "ALERTMANAGER_IMAGE", "prom/alertmanager:v0.28.1", "0.28", "Alertmanager",
+                       "/bin/alertmanager", 9093, data_dir="/alertmanager", tools=("amtool",)),
+    _prometheus_family("node-exporter", "NODE_EXPORTER_IMAGE", "prom/node-exporter:v1.9.0", "1",
+                       "host metrics exporter", "/bin/node_exporter", 9100),
+    _prometheus_family("postgres-exporter", "POSTGRES_EXPORTER_IMAGE", "prometheuscommunity/postgres-exporter:v0.17.1",
+                       "0.17", "PostgreSQL metrics exporter", "/bin/postgres_exporter", 9187),
+    # Its --version says "Redis Metrics Exporter 1.69.0".
+    _prometheus_family("redis-exporter", "REDIS_EXPORTER_IMAGE", "oliver006/redis_exporter:v1.69.0-alpine", "1",
+                       "Redis and Celery queue metrics exporter", "/redis_exporter", 9121, version_word="Exporter"),
+    _prometheus_family("nginx-exporter", "NGINX_EXPORTER_IMAGE", "nginx/nginx-prometheus-exporter:1.4.1", "1",
+                       "nginx stub_status exporter", "/usr/bin/nginx-prometheus-exporter", 9113),
+    _prometheus_family("blackbox-exporter", "BLACKBOX_EXPORTER_IMAGE", "prom/blackbox-exporter:v0.26.0", "0.26",
+                       "HTTP probes through the gateway", "/bin/blackbox_exporter", 9115),
     # Backup tools (difyops/backup.py). No official image exists: the default is the local build.
     ImageSpec("backup", "DIFYOPS_BACKUP_IMAGE", "difyops-local/backup:1",
               LocalBuild("images/backup", "difyops-local/backup:1"),
