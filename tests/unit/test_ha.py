@@ -18,8 +18,6 @@ from difyops.tasks import prod
 
 HA_FILE = paths.COMPOSE_DIR / "data-ha.yml"
 WEAVIATE_FILE = paths.COMPOSE_DIR / "data-weaviate.yml"
-
-
 IMAGE_VAR = re.compile(r"^\$\{([A-Z_]+_IMAGE):-([^}]+)\}$")
 OVERLAY_DEFAULTS = {
     "PATRONI_IMAGE": "ghcr.io/zalando/spilo-17:4.0-p2",
