@@ -78,7 +78,7 @@ def ha(session: nox.Session) -> None:
     _install(session)
     stages = []
     started = time.monotonic()
-    session.run("invoke", "images.build-local", "--only", "postgres,redis,squid,patroni,etcd,haproxy")
+    session.run("invoke", "images.build-local", "--only", "postgres,redis,squid,patroni,etcd,haproxy,prometheus")
     session.run("bash", "tests/standin/build.sh", "v1", external=True)
     stages.append(("build images", time.monotonic() - started))
     mark = time.monotonic()

@@ -48,7 +48,8 @@ _HUB_ALIASES = {"docker.io", "index.docker.io", "registry-1.docker.io"}
 
 @dataclass(frozen=True)
 class LocalBuild:
-    """How an image is built on this machine: a folder of the repository and the tag it gets."""
+    """How an image is built on this machine: a folder of the repository and the tag it gets, with
+    the stage of its Dockerfile and the build args when the folder builds several images."""
 
     context: str  # folder, relative to the repository root
     tag: str
@@ -82,6 +83,35 @@ def _standin(target: str, image: str) -> LocalBuild:
     )
 
 
+# The seven monitoring images share one Dockerfile; each is a stage of it (--target, named as the
+# image) built with the build args below.
+PROMETHEUS_FAMILY = "images/prometheus-family"
+
+
+def _prometheus_family(name: str, variable: str, default: str, version: str, stands_for: str,
+                       entrypoint: str, port: int, *, data_dir: str = "", tools: tuple[str, ...] = (),
+                       version_word: str = "version") -> ImageSpec:
+    """A monitoring image, difyops-local/<name>:<version>, from the Debian package prometheus-<name>
+    (prometheus itself: prometheus): the package's binary linked at the official entrypoint path,
+    tools linked into /bin, a check that `<entrypoint> --version` says "<version_word> <version>.",
+    the port, a data folder owned by nobody, and labels naming what it stands for (default)."""
+    package = name if name == "prometheus" else f"prometheus-{name}"
+    links = {entrypoint: f"/usr/bin/{package}", **{f"/bin/{tool}": f"/usr/bin/{tool}" for tool in tools}}
+    args = {
+        "PACKAGE": package,
+        "LINKS": " ".join(f"{link}={target}" for link, target in links.items()),
+        "BINARY": entrypoint,
+        "VERSION_REGEX": rf"{version_word} v?{re.escape(version)}\.",
+        "DATA_DIR": data_dir,
+        "PORT": str(port),
+        "TITLE": f"difyops-local/{name}",
+        "STANDS_FOR": default,
+    }
+    build = LocalBuild(PROMETHEUS_FAMILY, f"difyops-local/{name}:{version}", target=name,
+                       build_args=tuple((key, value) for key, value in args.items() if value))
+    return ImageSpec(name, variable, default, build, stands_for)
+
+
 # Order: as the compose files meet them (Dify first, then the middleware).
 CATALOGUE: tuple[ImageSpec, ...] = (
     ImageSpec("dify-api", "DIFY_API_IMAGE", "langgenius/dify-api:{dify_version}",
@@ -100,25 +130,24 @@ CATALOGUE: tuple[ImageSpec, ...] = (
               LocalBuild("images/nginx", "difyops-local/nginx:1.26"), "nginx gateway"),
     ImageSpec("squid", "SSRF_PROXY_IMAGE", "ubuntu/squid:6.6-24.04_beta",
               LocalBuild("images/squid", "difyops-local/squid:6"), "Squid SSRF proxy"),
-    # The monitoring cluster (compose/monitoring.yml). Grafana and cAdvisor have no Debian
-    # package: they are not built here (Grafana's files are validated statically).
-    ImageSpec("prometheus", "PROMETHEUS_IMAGE", "prom/prometheus:v2.55.1",
-              LocalBuild("images/prometheus", "difyops-local/prometheus:2"), "Prometheus"),
-    ImageSpec("alertmanager", "ALERTMANAGER_IMAGE", "prom/alertmanager:v0.28.1",
-              LocalBuild("images/alertmanager", "difyops-local/alertmanager:0.28"), "Alertmanager"),
-    ImageSpec("node-exporter", "NODE_EXPORTER_IMAGE", "prom/node-exporter:v1.9.0",
-              LocalBuild("images/node-exporter", "difyops-local/node-exporter:1"), "host metrics exporter"),
-    ImageSpec("postgres-exporter", "POSTGRES_EXPORTER_IMAGE", "prometheuscommunity/postgres-exporter:v0.17.1",
-              LocalBuild("images/postgres-exporter", "difyops-local/postgres-exporter:0.17"),
-              "PostgreSQL metrics exporter"),
-    ImageSpec("redis-exporter", "REDIS_EXPORTER_IMAGE", "oliver006/redis_exporter:v1.69.0-alpine",
-              LocalBuild("images/redis-exporter", "difyops-local/redis-exporter:1"),
-              "Redis and Celery queue metrics exporter"),
-    ImageSpec("nginx-exporter", "NGINX_EXPORTER_IMAGE", "nginx/nginx-prometheus-exporter:1.4.1",
-              LocalBuild("images/nginx-exporter", "difyops-local/nginx-exporter:1"), "nginx stub_status exporter"),
-    ImageSpec("blackbox-exporter", "BLACKBOX_EXPORTER_IMAGE", "prom/blackbox-exporter:v0.26.0",
-              LocalBuild("images/blackbox-exporter", "difyops-local/blackbox-exporter:0.26"),
-              "HTTP probes through the gateway"),
+    # The monitoring cluster (compose/monitoring.yml): targets of one Dockerfile, built from the
+    # Debian package prometheus-<name> (see _prometheus_family). Grafana and cAdvisor have no
+    # Debian package: they are not built here (Grafana's files are validated statically).
+    _prometheus_family("prometheus", "PROMETHEUS_IMAGE", "prom/prometheus:v2.55.1", "2", "Prometheus",
+                       "/bin/prometheus", 9090, data_dir="/prometheus", tools=("promtool",)),
+    _prometheus_family("alertmanager", "ALERTMANAGER_IMAGE", "prom/alertmanager:v0.28.1", "0.28", "Alertmanager",
+                       "/bin/alertmanager", 9093, data_dir="/alertmanager", tools=("amtool",)),
+    _prometheus_family("node-exporter", "NODE_EXPORTER_IMAGE", "prom/node-exporter:v1.9.0", "1",
+                       "host metrics exporter", "/bin/node_exporter", 9100),
+    _prometheus_family("postgres-exporter", "POSTGRES_EXPORTER_IMAGE", "prometheuscommunity/postgres-exporter:v0.17.1",
+                       "0.17", "PostgreSQL metrics exporter", "/bin/postgres_exporter", 9187),
+    # Its --version says "Redis Metrics Exporter 1.69.0".
+    _prometheus_family("redis-exporter", "REDIS_EXPORTER_IMAGE", "oliver006/redis_exporter:v1.69.0-alpine", "1",
+                       "Redis and Celery queue metrics exporter", "/redis_exporter", 9121, version_word="Exporter"),
+    _prometheus_family("nginx-exporter", "NGINX_EXPORTER_IMAGE", "nginx/nginx-prometheus-exporter:1.4.1", "1",
+                       "nginx stub_status exporter", "/usr/bin/nginx-prometheus-exporter", 9113),
+    _prometheus_family("blackbox-exporter", "BLACKBOX_EXPORTER_IMAGE", "prom/blackbox-exporter:v0.26.0", "0.26",
+                       "HTTP probes through the gateway", "/bin/blackbox_exporter", 9115),
     # Backup tools (difyops/backup.py). No official image exists: the default is the local build.
     ImageSpec("backup", "DIFYOPS_BACKUP_IMAGE", "difyops-local/backup:1",
               LocalBuild("images/backup", "difyops-local/backup:1"),

@@ -96,7 +96,8 @@ def build_local(c, only=None, standins=False, ca_bundle=None, no_cache=False, ve
         for number, spec in enumerate(selected, 1):
             plan = images.plan_build(spec, ca_bundle=ca, staging_dir=Path(staging), no_cache=no_cache)
             note = "  (TEST DOUBLE, not Dify)" if spec.local.test_double else ""
-            console.print(f"[{number}/{total}] {spec.local.tag} from {spec.local.context}/{note}")
+            target = f" (target {spec.local.target})" if spec.local.target else ""
+            console.print(f"[{number}/{total}] {spec.local.tag} from {spec.local.context}/{target}{note}")
             images.stage_build_context(plan)
             started = time.monotonic()
             result = c.run(shlex.join(plan.argv), hide=not verbose, warn=True)

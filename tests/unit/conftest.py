@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+import yaml
 from invoke import Config, MockContext, Result
 
 from difyops import envfile, paths
@@ -38,3 +39,19 @@ OK = Result("")
 
 def fail_result(stderr="failed"):
     return Result(stdout="", stderr=stderr, exited=1)
+
+
+class ComposeLoader(yaml.SafeLoader):
+    """Compose's merge tags (!reset, !override) read as plain values."""
+
+
+for _tag in ("!reset", "!override"):
+    ComposeLoader.add_constructor(_tag, lambda loader, node: (
+        loader.construct_mapping(node) if isinstance(node, yaml.MappingNode)
+        else loader.construct_sequence(node) if isinstance(node, yaml.SequenceNode)
+        else loader.construct_scalar(node)))
+
+
+def load_compose(path):
+    """A compose file (overlays' !reset and !override tags included) as plain YAML."""
+    return yaml.load(path.read_text(), Loader=ComposeLoader)

@@ -8,8 +8,7 @@ import shutil
 import subprocess
 
 import pytest
-import yaml
-from conftest import OK, commands, fail_result, mock_context, write_env
+from conftest import OK, commands, fail_result, load_compose, mock_context, write_env
 from invoke import Result
 from invoke.exceptions import Exit
 
@@ -19,21 +18,6 @@ from difyops.tasks import prod
 
 HA_FILE = paths.COMPOSE_DIR / "data-ha.yml"
 WEAVIATE_FILE = paths.COMPOSE_DIR / "data-weaviate.yml"
-
-
-class ComposeLoader(yaml.SafeLoader):
-    """Compose's merge tags (!reset, !override) read as plain values."""
-
-
-for _tag in ("!reset", "!override"):
-    ComposeLoader.add_constructor(_tag, lambda loader, node: (
-        loader.construct_mapping(node) if isinstance(node, yaml.MappingNode)
-        else loader.construct_sequence(node) if isinstance(node, yaml.SequenceNode)
-        else loader.construct_scalar(node)))
-
-
-def load(path):
-    return yaml.load(path.read_text(), Loader=ComposeLoader)
 IMAGE_VAR = re.compile(r"^\$\{([A-Z_]+_IMAGE):-([^}]+)\}$")
 OVERLAY_DEFAULTS = {
     "PATRONI_IMAGE": "ghcr.io/zalando/spilo-17:4.0-p2",
@@ -111,7 +95,7 @@ def test_weaviate_needs_its_key(tmp_path):
 
 def overlay_services():
     for path in (HA_FILE, WEAVIATE_FILE):
-        doc = load(path)
+        doc = load_compose(path)
         for name, svc in doc["services"].items():
             if name in ("db_postgres", "redis"):  # HA overrides of data.yml services
                 continue
@@ -128,7 +112,7 @@ def test_overlay_service_rules(file, name, svc):
 
 
 def test_ha_front_and_primary_keep_difys_service_names():
-    doc = load(HA_FILE)
+    doc = load_compose(HA_FILE)
     front = doc["services"]["db_postgres"]
     assert IMAGE_VAR.match(front["image"]).group(1) == "HAPROXY_IMAGE"
     assert front["healthcheck"]["start_interval"] and "ports" not in front
@@ -137,7 +121,7 @@ def test_ha_front_and_primary_keep_difys_service_names():
 
 def test_ha_networks_are_internal_and_volumes_external():
     for path in (HA_FILE, WEAVIATE_FILE):
-        doc = load(path)
+        doc = load_compose(path)
         for key, net in (doc.get("networks") or {}).items():
             assert net.get("internal") is True or net.get("external") is True
         for key, vol in (doc.get("volumes") or {}).items():

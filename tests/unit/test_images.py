@@ -258,6 +258,129 @@ def test_standin_build_argv_targets_its_stage():
     ]
 
 
+# The seven monitoring images: one Dockerfile, one stage each, build args from the catalogue.
+FAMILY = [spec for spec in images.local_images() if spec.local.context == images.PROMETHEUS_FAMILY]
+FAMILY_DOCKERFILE = (paths.ROOT / images.PROMETHEUS_FAMILY / "Dockerfile").read_text()
+
+
+def _stages(dockerfile: str) -> dict[str, list[str]]:
+    """stage name -> its instruction lines (continuations joined, comments dropped)."""
+    stages: dict[str, list[str]] = {}
+    current = None
+    for line in dockerfile.replace("\\\n", " ").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = re.match(r"^FROM \S+ AS (\S+)$", line)
+        if match:
+            current = match.group(1)
+            stages[current] = []
+        elif current:
+            stages[current].append(line)
+    return stages
+
+
+def test_the_monitoring_images_are_the_targets_of_one_dockerfile():
+    assert [spec.name for spec in FAMILY] == [
+        "prometheus", "alertmanager", "node-exporter", "postgres-exporter", "redis-exporter",
+        "nginx-exporter", "blackbox-exporter",
+    ]
+    stages = _stages(FAMILY_DOCKERFILE)
+    assert set(stages) == {"base"} | {spec.local.target for spec in FAMILY}, "a stage without an image, or the reverse"
+    for spec in FAMILY:
+        assert spec.local.target == spec.name
+        assert not (paths.IMAGES_DIR / spec.name).exists(), f"images/{spec.name} is back beside the shared Dockerfile"
+
+
+@pytest.mark.parametrize("spec", FAMILY, ids=lambda s: s.name)
+def test_each_monitoring_stage_runs_the_binary_its_build_args_check(spec):
+    args = dict(spec.local.build_args)
+    stage = _stages(FAMILY_DOCKERFILE)[spec.local.target]
+    # The base stage checks BINARY --version; the stage must run that same binary.
+    entrypoints = [line for line in stage if line.startswith("ENTRYPOINT ")]
+    assert entrypoints == [f'ENTRYPOINT ["{args["BINARY"]}"]']
+    links = dict(pair.split("=", 1) for pair in args["LINKS"].split())
+    assert args["BINARY"] in links
+    assert all(link.startswith("/") and target.startswith("/usr/bin/") for link, target in links.items())
+    assert args["PACKAGE"].startswith("prometheus")
+    assert args["TITLE"] == spec.local.tag.rsplit(":", 1)[0] == f"difyops-local/{spec.name}"
+    assert args["STANDS_FOR"] == spec.default
+    assert args["PORT"].isdigit()
+    # A data folder is made for the stage that declares it a volume and works in it, and only then.
+    volumes = [line for line in stage if line.startswith("VOLUME ")]
+    if "DATA_DIR" in args:
+        assert volumes == [f'VOLUME ["{args["DATA_DIR"]}"]'] and f'WORKDIR {args["DATA_DIR"]}' in stage
+    else:
+        assert volumes == [] and not any(line.startswith("WORKDIR ") for line in stage)
+    # Only what the Dockerfile declares is passed, and everything it requires is.
+    declared = set(re.findall(r"^ARG (\w+)", FAMILY_DOCKERFILE, flags=re.MULTILINE))
+    required = set(re.findall(r'"\$\{(\w+):\?\}"', FAMILY_DOCKERFILE))
+    assert required == {"PACKAGE", "BINARY", "VERSION_REGEX", "PORT", "TITLE", "STANDS_FOR"}
+    assert required <= set(args) <= declared
+
+
+def test_version_regexes_match_what_debian_ships_and_not_another_major():
+    seen = {  # the first line of each binary's --version in the images built from Debian 13
+        "prometheus": "prometheus, version 2.53.3+ds1 (branch: debian/sid, revision: 2.53.3+ds1-2)",
+        "alertmanager": "alertmanager, version 0.28.1+ds (branch: debian/sid, revision: 0.28.1+ds-1)",
+        "node-exporter": "node_exporter, version 1.9.0 (branch: debian/sid, revision: 1.9.0-1+b4)",
+        "postgres-exporter": "postgres_exporter, version 0.17.1 (branch: debian/sid, revision: 0.17.1-1+b4)",
+        "redis-exporter": 'level=info msg="Redis Metrics Exporter 1.69.0-1    build date: 20250326-22:59:43"',
+        "nginx-exporter": "nginx_exporter, version 1.4.1 (branch: debian/sid, revision: 1.4.1-1+b5)",
+        "blackbox-exporter": "blackbox_exporter, version 0.26.0 (branch: debian/sid, revision: 0.26.0-1)",
+    }
+    for spec in FAMILY:
+        regex = dict(spec.local.build_args)["VERSION_REGEX"]
+        assert re.search(regex, seen[spec.name]), spec.name
+        other = re.sub(r"(\d+)\.(\d+)", lambda m: f"{int(m.group(1)) + 1}.{m.group(2)}", seen[spec.name], count=1)
+        assert not re.search(regex, other), f"{spec.name}: {regex} also accepts {other}"
+
+
+def test_monitoring_image_build_argv_targets_its_stage_with_its_args():
+    plan = images.plan_build(images.find("node-exporter"), root=Path("/repo"))
+    assert plan.argv == [
+        "docker", "build", "--tag", "difyops-local/node-exporter:1",
+        "--file", "/repo/images/prometheus-family/Dockerfile", "--target", "node-exporter",
+        "--build-arg", "BASE_IMAGE=difyops/debian:trixie",
+        "--build-arg", "PACKAGE=prometheus-node-exporter",
+        "--build-arg", "LINKS=/bin/node_exporter=/usr/bin/prometheus-node-exporter",
+        "--build-arg", "BINARY=/bin/node_exporter",
+        "--build-arg", r"VERSION_REGEX=version v?1\.",
+        "--build-arg", "PORT=9100",
+        "--build-arg", "TITLE=difyops-local/node-exporter",
+        "--build-arg", "STANDS_FOR=prom/node-exporter:v1.9.0",
+        "/repo/images/prometheus-family",
+    ]
+    prometheus = dict(images.find("prometheus").local.build_args)
+    assert prometheus["LINKS"] == "/bin/prometheus=/usr/bin/prometheus /bin/promtool=/usr/bin/promtool"
+    assert prometheus["DATA_DIR"] == "/prometheus"
+
+
+def test_build_local_with_ca_bundle_stages_the_shared_folder_once_per_image(tmp_path, capsys):
+    bundle = tmp_path / "corp-ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    env = write_env(tmp_path / ".env")
+    staged: list[tuple[Path, list[str]]] = []
+    real_stage = images.stage_build_context
+
+    def stage_and_look(plan):
+        real_stage(plan)
+        staged.append((plan.context, sorted(p.name for p in plan.context.iterdir())))
+
+    c = context(env, **{r"^docker image inspect": Result("sha256:base"), r"^docker build ": OK})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(images, "stage_build_context", stage_and_look)
+        image_tasks.build_local(c, only=["alertmanager,redis-exporter"], ca_bundle=str(bundle))
+    builds = [shlex.split(cmd) for cmd in commands(c) if cmd.startswith("docker build")]
+    assert [argv[argv.index("--target") + 1] for argv in builds] == ["alertmanager", "redis-exporter"]
+    assert [Path(argv[-1]).name for argv in builds] == ["alertmanager", "redis-exporter"]
+    assert [names for _, names in staged] == [["Dockerfile", "extra-ca.crt"]] * 2
+    assert all(f"io.difyops.extra-ca.sha256={images.file_sha256(bundle)}" in argv for argv in builds)
+    assert not any(path.exists() for path, _ in staged), "a staged build context was not removed"
+    out = capsys.readouterr().out
+    assert "difyops-local/alertmanager:0.28 from images/prometheus-family/ (target alertmanager)" in out
+
+
 def test_ca_bundle_path_checks_the_file(tmp_path):
     assert images.ca_bundle_path(None) is None
     assert images.ca_bundle_path("") is None

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import load_compose
 
 from difyops import monitoring, paths
 
@@ -135,7 +136,8 @@ def test_monitoring_networks_are_external_and_named_by_stack():
     assert services["redis-exporter"]["networks"] == ["monitoring", "backend"]
     assert services["nginx-exporter"]["networks"] == ["monitoring", "app"]
     assert services["blackbox-exporter"]["networks"] == ["monitoring", "app"]
-    assert services["prometheus"]["networks"] == ["monitoring"]
+    # Prometheus scrapes the exporters on its own network, and Patroni's members (HA) on backend.
+    assert services["prometheus"]["networks"] == ["monitoring", "backend"]
 
 
 def test_every_volume_is_named_by_stack_so_teardown_finds_it():
@@ -226,8 +228,30 @@ def test_every_job_named_in_rules_and_dashboards_is_scraped():
     used = set()
     for path in RULES + DASHBOARDS:
         used |= set(re.findall(r'job=\\?"([a-z_]+)\\?"', path.read_text()))
-    used.discard("patroni")  # scraped once HA PostgreSQL (Patroni) is deployed
     assert used <= jobs, used - jobs
+
+
+def test_patroni_job_scrapes_every_member_of_the_ha_overlay_by_name():
+    config = yaml.safe_load((MON / "prometheus" / "prometheus.yml").read_text())
+    job = next(j for j in config["scrape_configs"] if j["job_name"] == "patroni")
+    ha_doc = load_compose(paths.COMPOSE_DIR / "data-ha.yml")
+    members = {name: svc for name, svc in ha_doc["services"].items() if name.startswith("patroni-")}
+    assert sorted(members) == ["patroni-1", "patroni-2", "patroni-3"]  # patroni-3: profile ha3
+    [sd] = job["dns_sd_configs"]
+    assert sorted(sd["names"]) == sorted(members) and sd["type"] == "A"
+    # The port Patroni's REST API listens on, which each member also announces as its address.
+    patroni_yml = yaml.safe_load(ha_doc["x-patroni-configuration"])
+    port = int(patroni_yml["restapi"]["listen"].rsplit(":", 1)[1])
+    assert sd["port"] == port
+    [relabel] = job["relabel_configs"]
+    assert relabel["source_labels"] == ["__meta_dns_name"] and relabel["target_label"] == "instance"
+    for name, svc in members.items():
+        # The instance label is the member's announced REST API address.
+        assert relabel["replacement"].replace("${1}", name) == svc["environment"]["PATRONI_RESTAPI_CONNECT_ADDRESS"]
+        # Prometheus shares a network with every member (the members' own come from x-patroni).
+        assert set(svc.get("networks") or ha_doc["x-patroni"]["networks"]) & set(DOC["services"]["prometheus"]["networks"])
+    # GET /metrics needs no credentials: Prometheus is given none.
+    assert not {"basic_auth", "authorization"} & set(job)
 
 
 def test_prometheus_sends_to_alertmanager_and_loads_every_rule_file():
