@@ -122,9 +122,19 @@ def down(c, clusters, volumes=False, yes=False):
         out.print(f"stack {settings.stack} is down" + (" and its data volumes are deleted" if volumes else ""))
 
 
-@task(help={"clusters": "comma-separated clusters to show (default: all)"})
-def status(c, clusters=None):
+@task(help={"clusters": "comma-separated clusters to show (default: all)",
+            "target": "compose (this host, the default) or swarm (the stacks on a Swarm manager)",
+            "context": "with --target swarm: the Docker context of the Swarm manager"})
+def status(c, clusters=None, target="compose", context=None):
     """Show a table of every service: cluster, state, health, replicas, ports."""
+    if target == "swarm":
+        from .swarm import status as swarm_status
+
+        return swarm_status(c, clusters=clusters, context=context)
+    if target != "compose":
+        raise fail(f"unknown target {target!r}: choose compose or swarm")
+    if context:
+        raise fail("--context goes with --target swarm; for Compose on another host set DOCKER_CONTEXT=NAME")
     settings = load_settings(c)
     rows = stack.status_rows(c, settings, _select(clusters))
     table = Table(title=f"stack {settings.stack}")

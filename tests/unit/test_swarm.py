@@ -300,3 +300,14 @@ def test_support_on_swarm_runs_the_images_own_start_commands_through_the_shim(tm
     # squid's files travel as configs (the node has no checkout), the entrypoint keeps its exec bit.
     targets = {cfg["target"]: cfg["mode"] for cfg in services["ssrf_proxy"]["configs"]}
     assert "/etc/squid/squid.conf.template" in targets and "/difyops/docker-entrypoint.sh" in targets
+
+
+def test_prod_status_target_swarm_reads_the_stacks_through_the_context(env_path):
+    c = mock_context(env_path, {r"service ls": Result("unit-api_api\t2/2\n"),
+                                r"service inspect": Result("completed\n"), r".*": OK})
+    prod_tasks.status(c, clusters="api", target="swarm", context="m")
+    ran = commands(c)
+    assert ran and all(cmd.startswith("docker --context m service") for cmd in ran)
+    assert any("com.docker.stack.namespace=unit-api" in cmd for cmd in ran)
+    with pytest.raises(Exit, match="--context goes with --target swarm"):
+        prod_tasks.status(c, context="m")
