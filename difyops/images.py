@@ -10,8 +10,8 @@
 - Command lines (argv lists) for ``docker pull``, ``docker tag``, ``docker image inspect``,
   ``docker build`` (with an optional extra CA bundle) and the Debian base image.
 
-Everything here is pure, except :func:`stage_build_context` (copies files) and :func:`pull_one`
-(runs the commands it builds through an invoke context).
+Everything here is pure, except :func:`stage_build_context` and :func:`install_base_files` (copy
+files) and :func:`pull_one` (runs the commands it builds through an invoke context).
 """
 
 from __future__ import annotations
@@ -34,8 +34,13 @@ MIRROR_SETTING = "DIFYOPS_IMAGE_MIRROR"
 CA_BUNDLE_SETTING = "DIFYOPS_BUILD_CA_BUNDLE"
 DEBIAN_MIRROR_SETTING = "DIFYOPS_DEBIAN_MIRROR"
 
-# The base of every local build: a minbase debootstrap of Debian 13, imported (no registry).
-BASE_IMAGE = "difyops/debian:trixie"
+# The base of every local build: a minbase debootstrap of Debian 13 with the files of BASE_ROOTFS
+# added, imported (no registry). The tag's suffix is the revision of those files: bump it whenever
+# they change, so a host that has an older base makes the new one instead of building on the old.
+BASE_IMAGE = "difyops/debian:trixie-2"
+# Added to the debootstrapped root file system: /usr/sbin/policy-rc.d (no service starts in
+# builds) and /usr/local/sbin/difyops-extra-ca (the extra CA bundle step of every Dockerfile).
+BASE_ROOTFS = paths.IMAGES_DIR / "base" / "rootfs"
 DEBIAN_SUITE = "trixie"
 DEFAULT_DEBIAN_MIRROR = "http://deb.debian.org/debian"
 
@@ -498,6 +503,20 @@ def debian_mirror(env: Mapping[str, str]) -> str:
 
 def debootstrap_argv(rootfs: Path, mirror: str = DEFAULT_DEBIAN_MIRROR, suite: str = DEBIAN_SUITE) -> list[str]:
     return ["debootstrap", "--variant=minbase", suite, str(rootfs), mirror]
+
+
+def install_base_files(rootfs: Path, overlay: Path = BASE_ROOTFS) -> list[str]:
+    """Copy every file under overlay into rootfs at the same path: mode 0755 when the file is
+    executable in the repository, else 0644 (whatever the checkout's umask). Returns the paths."""
+    installed = []
+    for source in sorted(p for p in overlay.rglob("*") if p.is_file()):
+        relative = source.relative_to(overlay)
+        target = rootfs / relative
+        target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        target.chmod(0o755 if source.stat().st_mode & 0o111 else 0o644)
+        installed.append("/" + relative.as_posix())
+    return installed
 
 
 def base_import_command(rootfs: Path, image: str = BASE_IMAGE) -> str:

@@ -37,7 +37,8 @@ def _tail(result) -> str:
 
 
 def _ensure_base_image(c, settings, verbose: bool) -> None:
-    """Make difyops/debian:trixie with debootstrap + docker import, only when it is missing."""
+    """Make the base image (images.BASE_IMAGE) when it is missing: debootstrap, the files of
+    images/base/rootfs added, docker import."""
     if not probes.missing_images(c, [images.BASE_IMAGE]):
         console.print(f"base image {images.BASE_IMAGE}: present")
         return
@@ -57,6 +58,8 @@ def _ensure_base_image(c, settings, verbose: bool) -> None:
                 f"debootstrap of {images.DEBIAN_SUITE} from {mirror} failed: check that the mirror is "
                 f"reachable over http, or set {images.DEBIAN_MIRROR_SETTING} to a Debian mirror that is"
             )
+        added = images.install_base_files(rootfs)
+        console.print(f"base image {images.BASE_IMAGE}: added {', '.join(added)}")
         result = c.run(images.base_import_command(rootfs), hide=not verbose, warn=True)
         if not result.ok:
             console.print(_tail(result))

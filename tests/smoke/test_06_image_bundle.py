@@ -18,7 +18,7 @@ import pytest
 from smokelib import check
 
 ROOT = Path(__file__).resolve().parents[2]
-BASE = "difyops/debian:trixie"
+BASE = "difyops/debian:trixie-2"
 
 
 def invoke(*args: str) -> subprocess.CompletedProcess:

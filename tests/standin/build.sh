@@ -3,7 +3,7 @@
 # Builds the Dify stand-in images (test doubles for offline tests) from tests/standin/Dockerfile:
 #   difyops-standin/dify-api:<v>  difyops-standin/dify-web:<v>
 #   difyops-standin/dify-sandbox:<v>  difyops-standin/dify-plugin-daemon:<v>     (<v> = v1, v2)
-# Needs the local base image difyops/debian:trixie and apt access to deb.debian.org during the build.
+# Needs the local base image difyops/debian:trixie-2 and apt access to deb.debian.org during the build.
 # Usage: tests/standin/build.sh [v1|v2|all]     (default: all)
 set -euo pipefail
 
@@ -19,8 +19,8 @@ case "$what" in
 esac
 [ $# -le 1 ] || usage
 
-if ! docker image inspect difyops/debian:trixie >/dev/null 2>&1; then
-  echo "build.sh: base image difyops/debian:trixie is missing (import the Debian 13 rootfs first)" >&2
+if ! docker image inspect difyops/debian:trixie-2 >/dev/null 2>&1; then
+  echo "build.sh: base image difyops/debian:trixie-2 is missing (invoke images.build-local makes it)" >&2
   exit 1
 fi
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import re
 import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -208,9 +209,37 @@ def test_every_local_image_folder_builds_from_the_base_with_the_ca_option(spec):
     dockerfile = (folder / "Dockerfile").read_text()
     assert f"ARG BASE_IMAGE={images.BASE_IMAGE}" in dockerfile
     assert "FROM ${BASE_IMAGE}" in dockerfile
-    # The optional CA bundle: a glob COPY that also matches a file always present.
-    assert re.search(r"^COPY \S+ extra-ca\.cr\[t\] /tmp/difyops-build/$", dockerfile, flags=re.M)
+    # The optional CA bundle: a glob COPY that also matches a file always present, then the base
+    # image's difyops-extra-ca first in the next RUN (after the monitoring stage's build-arg check).
+    copy = re.search(r"^COPY \S+ extra-ca\.cr\[t\] /tmp/difyops-build/$", dockerfile, flags=re.M)
+    assert copy
+    run = re.search(r"^RUN set -eux; \\\n(    : \"\$\{PACKAGE:\?\}\".*\n)?(.*)\n", dockerfile[copy.end():], flags=re.M)
+    assert run and run.group(2) == "    difyops-extra-ca /tmp/difyops-build/extra-ca.crt; \\"
+    # What the base image carries is not repeated here.
+    assert "policy-rc.d" not in dockerfile
+    assert "/usr/local/share/ca-certificates" not in dockerfile
     assert not (folder / images.EXTRA_CA_FILE).exists(), "a CA bundle was left in the repository"
+
+
+def test_every_base_image_reference_is_the_current_base():
+    """The base's tag changes with its files: no Dockerfile, script or doc may name an older one."""
+    names = re.compile(r"difyops/debian:[\w.-]+")
+    found = {}
+    sources = [paths.ROOT / name for name in ("README.md", "noxfile.py", "tasks.py", ".ci", "benchmarks", "compose",
+                                              "difyops", "docs", "examples", "images", "scripts", "tests")]
+    files = [p for top in sources for p in ([top] if top.is_file() else sorted(top.rglob("*")))]
+    for path in files:
+        if "__pycache__" in path.parts or not path.is_file() or path.stat().st_size > 1 << 20:
+            continue
+        try:
+            text = path.read_text()
+        except (UnicodeDecodeError, OSError):
+            continue
+        for name in names.findall(text):
+            found.setdefault(name, set()).add(str(path.relative_to(paths.ROOT)))
+    assert set(found) == {images.BASE_IMAGE}, found
+    assert "tests/swarm/node/Dockerfile" in found[images.BASE_IMAGE]
+    assert "tests/standin/Dockerfile" in found[images.BASE_IMAGE]
 
 
 # ----------------------------------------------------------------------------- builds
@@ -222,7 +251,7 @@ def test_build_argv_without_ca_bundle_uses_the_repository_folder():
     assert plan.argv == [
         "docker", "build", "--tag", "difyops-local/postgres:17",
         "--file", "/repo/images/postgres/Dockerfile",
-        "--build-arg", "BASE_IMAGE=difyops/debian:trixie",
+        "--build-arg", "BASE_IMAGE=difyops/debian:trixie-2",
         "/repo/images/postgres",
     ]
     assert not plan.staged and plan.ca_bundle is None
@@ -238,7 +267,7 @@ def test_build_argv_with_ca_bundle_uses_a_staged_copy_and_labels_the_bundle(tmp_
     assert plan.argv == [
         "docker", "build", "--tag", "difyops-local/nginx:1.26",
         "--file", f"{staging}/nginx/Dockerfile",
-        "--build-arg", "BASE_IMAGE=difyops/debian:trixie",
+        "--build-arg", "BASE_IMAGE=difyops/debian:trixie-2",
         "--label", f"io.difyops.extra-ca.sha256={digest}",
         "--no-cache",
         f"{staging}/nginx",
@@ -341,7 +370,7 @@ def test_monitoring_image_build_argv_targets_its_stage_with_its_args():
     assert plan.argv == [
         "docker", "build", "--tag", "difyops-local/node-exporter:1",
         "--file", "/repo/images/prometheus-family/Dockerfile", "--target", "node-exporter",
-        "--build-arg", "BASE_IMAGE=difyops/debian:trixie",
+        "--build-arg", "BASE_IMAGE=difyops/debian:trixie-2",
         "--build-arg", "PACKAGE=prometheus-node-exporter",
         "--build-arg", "LINKS=/bin/node_exporter=/usr/bin/prometheus-node-exporter",
         "--build-arg", "BINARY=/bin/node_exporter",
@@ -396,6 +425,68 @@ def test_ca_bundle_path_checks_the_file(tmp_path):
     assert images.ca_bundle_path("ca.pem", root=tmp_path) == good
 
 
+BASE_SCRIPT = images.BASE_ROOTFS / "usr/local/sbin/difyops-extra-ca"
+BUNDLE = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+
+
+def test_install_base_files_adds_the_overlay_with_fixed_modes(tmp_path):
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "usr/sbin").mkdir(parents=True)
+    assert images.install_base_files(rootfs) == ["/usr/local/sbin/difyops-extra-ca", "/usr/sbin/policy-rc.d"]
+    policy = rootfs / "usr/sbin/policy-rc.d"
+    assert policy.read_text() == "#!/bin/sh\nexit 101\n"
+    assert policy.stat().st_mode & 0o7777 == 0o755
+    script = rootfs / "usr/local/sbin/difyops-extra-ca"
+    assert script.read_bytes() == BASE_SCRIPT.read_bytes()
+    assert script.stat().st_mode & 0o7777 == 0o755
+
+
+def _extra_ca(tmp_path, *args):
+    """Run difyops-extra-ca with its two trust store folders moved under tmp_path."""
+    text = BASE_SCRIPT.read_text()
+    text = text.replace("/usr/local/share/ca-certificates", f"{tmp_path}/usr/local/share/ca-certificates")
+    text = text.replace("/etc/ssl/certs", f"{tmp_path}/etc/ssl/certs")
+    code = [line for line in text.splitlines()[1:] if not line.lstrip().startswith("#")]
+    assert not [line for line in code if re.search(r"(^|[\s\"'])/(usr|etc)/", line)], "a path left on this host"
+    script = tmp_path / "difyops-extra-ca"
+    script.write_text(text)
+    return subprocess.run(["sh", str(script), *args], capture_output=True, text=True)
+
+
+def test_extra_ca_script_is_posix_sh_and_checks_its_usage(tmp_path):
+    assert BASE_SCRIPT.read_text().startswith("#!/bin/sh\n")
+    assert subprocess.run(["sh", "-n", str(BASE_SCRIPT)]).returncode == 0
+    for args in ((), ("a", "b"), ("",)):
+        result = _extra_ca(tmp_path, *args)
+        assert result.returncode == 2 and "usage: difyops-extra-ca FILE" in result.stderr
+    assert list(tmp_path.iterdir()) == [tmp_path / "difyops-extra-ca"]
+
+
+def test_extra_ca_script_without_the_file_changes_nothing(tmp_path):
+    result = _extra_ca(tmp_path, str(tmp_path / "extra-ca.crt"))
+    assert result.returncode == 0 and result.stdout == result.stderr == ""
+    assert list(tmp_path.iterdir()) == [tmp_path / "difyops-extra-ca"]
+
+
+def test_extra_ca_script_adds_the_bundle_and_bootstraps_an_absent_store(tmp_path):
+    bundle = tmp_path / "extra-ca.crt"
+    bundle.write_text(BUNDLE)
+    assert _extra_ca(tmp_path, str(bundle)).returncode == 0
+    assert (tmp_path / "usr/local/share/ca-certificates/difyops-extra-ca.crt").read_text() == BUNDLE
+    assert (tmp_path / "etc/ssl/certs/ca-certificates.crt").read_text() == BUNDLE
+
+
+def test_extra_ca_script_leaves_an_existing_store_to_update_ca_certificates(tmp_path):
+    store = tmp_path / "etc/ssl/certs/ca-certificates.crt"
+    store.parent.mkdir(parents=True)
+    store.write_text("debian's CAs\n")
+    bundle = tmp_path / "extra-ca.crt"
+    bundle.write_text(BUNDLE)
+    assert _extra_ca(tmp_path, str(bundle)).returncode == 0
+    assert (tmp_path / "usr/local/share/ca-certificates/difyops-extra-ca.crt").read_text() == BUNDLE
+    assert store.read_text() == "debian's CAs\n"
+
+
 def test_base_image_commands():
     rootfs = Path("/var/tmp/rootfs")
     assert images.debootstrap_argv(rootfs) == [
@@ -404,7 +495,7 @@ def test_base_image_commands():
     mirror = images.debian_mirror({"DIFYOPS_DEBIAN_MIRROR": "http://mirrors.example.cn/debian"})
     assert images.debootstrap_argv(rootfs, mirror)[-1] == "http://mirrors.example.cn/debian"
     assert images.debian_mirror({}) == "http://deb.debian.org/debian"
-    assert images.base_import_command(rootfs) == "tar -C /var/tmp/rootfs -c . | docker import - difyops/debian:trixie"
+    assert images.base_import_command(rootfs) == "tar -C /var/tmp/rootfs -c . | docker import - difyops/debian:trixie-2"
     assert images.base_image_problems(0, "/usr/sbin/debootstrap") == []
     assert len(images.base_image_problems(1000, None)) == 2
 
@@ -537,6 +628,15 @@ def test_build_local_makes_the_base_image_only_when_missing(tmp_path, monkeypatc
         r"^tar -C ": OK,
         r"^docker build ": OK,
     })
+    installed = []
+    real_install = images.install_base_files
+
+    def install_and_note(rootfs):
+        assert len(commands(c)) == 3 and commands(c)[-1].startswith("debootstrap "), "not between debootstrap and import"
+        installed.append(str(rootfs))
+        return real_install(rootfs)
+
+    monkeypatch.setattr(images, "install_base_files", install_and_note)
     image_tasks.build_local(c, only=["redis"])
     ran = commands(c)
     debootstrap = [cmd for cmd in ran if cmd.startswith("debootstrap")]
@@ -544,7 +644,8 @@ def test_build_local_makes_the_base_image_only_when_missing(tmp_path, monkeypatc
     assert re.fullmatch(r"debootstrap --variant=minbase trixie /var/tmp/difyops-rootfs-\S+/rootfs "
                         r"http://mirrors\.example\.cn/debian", debootstrap[0])
     rootfs = debootstrap[0].split()[3]
-    assert f"tar -C {rootfs} -c . | docker import - difyops/debian:trixie" in ran
+    assert f"tar -C {rootfs} -c . | docker import - difyops/debian:trixie-2" in ran
+    assert installed == [rootfs], "the base's own files were not added to the debootstrapped rootfs"
     assert ran[-1].startswith("docker build --tag difyops-local/redis:8")
     assert not Path(rootfs).parent.exists(), "the debootstrap folder was not removed"
 
