@@ -208,11 +208,12 @@ class Load:
         self.failed = 0
         self.errors: dict[str, int] = {}
         self.versions: dict[str, int] = {}
+        self.failures: list[tuple[float, str]] = []  # (time.monotonic() the request was sent, what)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._workers = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
 
-    def _count(self, ok: bool, what: str) -> None:
+    def _count(self, ok: bool, what: str, sent: float = 0.0) -> None:
         with self._lock:
             if ok:
                 self.ok += 1
@@ -220,6 +221,12 @@ class Load:
             else:
                 self.failed += 1
                 self.errors[what] = self.errors.get(what, 0) + 1
+                self.failures.append((sent, what))
+
+    def failed_after(self, moment: float) -> int:
+        """Failed requests sent after `moment` (time.monotonic())."""
+        with self._lock:
+            return sum(1 for sent, _ in self.failures if sent > moment)
 
     def _run(self) -> None:
         import http.client
@@ -231,6 +238,7 @@ class Load:
             with self._lock:
                 if self.ok + self.failed >= self.max_requests:
                     return
+            sent = time.monotonic()
             try:
                 if conn is None:
                     conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
@@ -240,9 +248,9 @@ class Load:
                 if response.status == 200:
                     self._count(True, jsonlib.loads(body).get("version", "?"))
                 else:
-                    self._count(False, f"HTTP {response.status}")
+                    self._count(False, f"HTTP {response.status}", sent)
             except Exception as exc:  # every failure counts, whatever its kind
-                self._count(False, type(exc).__name__)
+                self._count(False, type(exc).__name__, sent)
                 if conn is not None:
                     conn.close()
                 conn = None
