@@ -86,6 +86,24 @@ def running_count(c: Any, settings: Settings, unit: Unit, project: str) -> int:
     return sum(1 for r in records if r.get("State") == "running")
 
 
+def not_serving(c: Any, settings: Settings, unit: Unit, project: str, image: str) -> list[str]:
+    """After `up --wait` said yes, ask Docker again: every replica of the new release must be
+    running, healthy and on the image asked for. Returns one line per replica that is not."""
+    result = run_unit(c, settings, unit, project, "ps", "-a", "--format", "json", unit.service, hide=True, warn=True)
+    text = (result.stdout or "").strip() if result.ok else ""
+    records = json.loads(text) if text.startswith("[") else [json.loads(ln) for ln in text.splitlines() if ln.strip()]
+    if not records:
+        return [f"{project}: no {unit.service} container"]
+    problems = []
+    for r in records:
+        name = r.get("Name", unit.service)
+        if r.get("State") != "running" or r.get("Health") != "healthy":
+            problems.append(f"{name}: {r.get('State')}, health {r.get('Health') or 'none'}")
+        elif r.get("Image", image) != image:
+            problems.append(f"{name}: runs {r.get('Image')}, not {image}")
+    return problems
+
+
 def disk_problems(c: Any, settings: Settings) -> list[str]:
     raw = settings.get("UPGRADE_MIN_FREE_GB", str(MIN_FREE_GB_DEFAULT))
     try:
@@ -188,7 +206,11 @@ def upgrade(c: Any, settings: Settings, updates: dict[str, str], action: str = "
         started.append((unit, new[unit.key]))
         result = run_unit(c, settings, unit, new[unit.key], "up", "-d", "--no-deps", "--wait", "--wait-timeout",
                           wait, unit.service, image_env=target, warn=True)
-        if not result.ok:
+        image = target["DIFY_WEB_IMAGE" if unit.key == "web" else "DIFY_API_IMAGE"]
+        doubts = not_serving(c, settings, unit, new[unit.key], image) if result.ok else []
+        for doubt in doubts:
+            console.print(f"[red]{unit.key}[/]: compose reported it healthy, Docker does not: {doubt}")
+        if not result.ok or doubts:
             _abandon(c, settings, started)
             state = releases.load_state(settings)
             state.pop("pending", None)

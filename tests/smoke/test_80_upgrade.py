@@ -107,6 +107,11 @@ def test_broken_release_rolls_back_by_itself(stack, broken_image):
     time.sleep(2)
     outcome = load.stop()
     lines = [ln for ln in result.stderr.strip().splitlines() if ln.startswith("error:")]
+    if result.returncode == 0:  # what happened, whole, before the check fails
+        print(result.stdout, result.stderr, subprocess.run(
+            ["docker", "ps", "-a", "--filter", f"label=com.docker.compose.project={stack.name}-api-blue",
+             "--filter", f"label=com.docker.compose.project={stack.name}-api-green", "--format",
+             "{{.Names}} {{.Image}} {{.Status}}"], capture_output=True, text=True).stdout, sep="\n")
     check("a release that never gets healthy exits non-zero with one line", result.returncode != 0
           and len(lines) == 1 and "rolled back" in lines[0], lines or result.stderr[-500:])
     check("the old release is still serving", versions(stack) == ("1.13.3-standin.v2",) * 2, versions(stack))

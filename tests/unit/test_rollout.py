@@ -27,7 +27,7 @@ def fast(monkeypatch):
 def upgrade_context(env_path, **extra):
     results = {r"docker info": Result("26.1.5"), r"docker compose version": Result("2.26.1")}
     results.update(extra)
-    results.setdefault(r" ps --format json", RUNNING)
+    results.setdefault(r" ps (-a )?--format json", RUNNING)
     results.setdefault(r"docker image inspect", Result("sha256:x"))
     results.setdefault(r"run --rm --no-deps migrate", OK)
     results.setdefault(r" up -d", OK)
@@ -117,7 +117,7 @@ def test_upgrade_bad_arguments_are_refused_before_any_command(env_path, kwargs, 
 
 
 def test_upgrade_preflight_refusals_change_nothing(env_path, capsys):
-    c = upgrade_context(env_path, **{r" ps --format json": Result(""),
+    c = upgrade_context(env_path, **{r" ps (-a )?--format json": Result(""),
                                      r"docker image inspect": fail_result("No such image"),
                                      r"docker pull": fail_result("no registry")})
     with pytest.raises(Exit, match="pre-flight found"):
@@ -254,3 +254,18 @@ def test_worker_group_is_its_own_project_with_its_env(env_path):
     assert "-p unit-worker_dataset " in call.args[0]
     assert call.kwargs["env"]["CELERY_WORKER_QUEUES"] == "dataset"
     assert call.kwargs["env"]["CELERY_WORKER_AMOUNT"] == "3" and call.kwargs["env"]["WORKER_REPLICAS"] == "2"
+
+
+def test_new_release_that_docker_does_not_call_healthy_is_rolled_back_even_if_compose_said_so(env_path):
+    # `up --wait` answered 0, yet the new api is still starting, or runs another image.
+    starting = Result(json.dumps({"Name": "unit-api-green-api-1", "State": "running", "Health": "starting",
+                                  "Image": NEW_API}))
+    other = Result(json.dumps({"Name": "unit-api-green-api-1", "State": "running", "Health": "healthy",
+                               "Image": "difyops-standin/dify-api:v1"}))
+    for answer in (starting, other):
+        c = upgrade_context(env_path, **{r"-p unit-api-green ps -a --format json": answer})
+        with pytest.raises(Exit, match="did not become healthy"):
+            prod.upgrade(c, api_image=NEW_API, no_backup=True)
+        ran = commands(c)
+        assert any("-p unit-api-green" in cmd and " down" in cmd for cmd in ran)  # the new release is removed
+        assert not any("-p unit-api " in cmd and " down" in cmd for cmd in ran)  # the old one untouched
