@@ -45,9 +45,13 @@ def _rounds(settings: dict[str, str], label: str) -> tuple[list[float], int]:
                   f"{result['seconds_to_first_write']:.1f}s on {result['new_leader']}", flush=True)
             old = stack.container("data", result["old_leader"])
             sh(["docker", "start", old], check=True)
-            stack.wait_for(f"{result['old_leader']} streaming again", lambda: any(
-                m["name"] == result["old_leader"] and m.get("state") == "streaming"
-                for m in stack.cluster_state()["members"]), 240, 2)
+            # With synchronous_mode only the synchronous standby may be promoted: the next kill
+            # waits until the rejoined member is that again, not merely streaming.
+            sync = stack.env.get("PATRONI_SYNCHRONOUS_MODE", "true").lower() == "true"
+            stack.wait_for(f"{result['old_leader']} streaming again" + (" as the sync standby" if sync else ""),
+                           lambda: any(m["name"] == result["old_leader"] and m.get("state") == "streaming"
+                                       and (not sync or m.get("role") == "sync_standby")
+                                       for m in stack.cluster_state()["members"]), 240, 2)
         return seconds, lost
     finally:
         stack.teardown()
