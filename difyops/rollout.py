@@ -77,21 +77,22 @@ def release_images(env: dict[str, str]) -> dict[str, str]:
     return {key: images.resolve_ref(images.find(key), env).ref for key in ("DIFY_API_IMAGE", "DIFY_WEB_IMAGE")}
 
 
+def ps_records(c: Any, settings: Settings, unit: Unit, project: str, *flags: str) -> list[dict]:
+    """`docker compose ps --format json` of a unit's service, one dict per container (either output
+    form Compose has used: one JSON array, or one object per line)."""
+    result = run_unit(c, settings, unit, project, "ps", *flags, "--format", "json", unit.service, hide=True, warn=True)
+    text = (result.stdout or "").strip() if result.ok else ""
+    return json.loads(text) if text.startswith("[") else [json.loads(ln) for ln in text.splitlines() if ln.strip()]
+
+
 def running_count(c: Any, settings: Settings, unit: Unit, project: str) -> int:
-    result = run_unit(c, settings, unit, project, "ps", "--format", "json", unit.service, hide=True, warn=True)
-    if not result.ok:
-        return 0
-    text = result.stdout.strip()
-    records = json.loads(text) if text.startswith("[") else [json.loads(ln) for ln in text.splitlines() if ln.strip()]
-    return sum(1 for r in records if r.get("State") == "running")
+    return sum(1 for r in ps_records(c, settings, unit, project) if r.get("State") == "running")
 
 
 def not_serving(c: Any, settings: Settings, unit: Unit, project: str, image: str) -> list[str]:
     """After `up --wait` said yes, ask Docker again: every replica of the new release must be
     running, healthy and on the image asked for. Returns one line per replica that is not."""
-    result = run_unit(c, settings, unit, project, "ps", "-a", "--format", "json", unit.service, hide=True, warn=True)
-    text = (result.stdout or "").strip() if result.ok else ""
-    records = json.loads(text) if text.startswith("[") else [json.loads(ln) for ln in text.splitlines() if ln.strip()]
+    records = ps_records(c, settings, unit, project, "-a")
     if not records:
         return [f"{project}: no {unit.service} container"]
     problems = []

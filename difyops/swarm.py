@@ -559,12 +559,14 @@ def _wait_gone(c: Any, name: str, context: str | None, timeout: int, poll: float
 
 
 def deploy_cluster(c: Any, settings: Settings, cluster: cl.Cluster, context: str | None, timeout: int,
-                   progress: Callable[[str], None] | None = None) -> StackFile:
+                   progress: Callable[[str], None] | None = None, stack_file: StackFile | None = None) -> StackFile:
+    """Deploy one cluster's stack and wait for it; `stack_file` is the one pre-flight rendered (else
+    it is rendered here)."""
     if cluster.name == "api":
         migrate(c, settings, context, timeout, progress=progress)
-    rendered = render(c, settings, cluster)
     name = stack_name(settings, cluster)
-    stack_file = to_stack(rendered, name, settings.env)
+    if stack_file is None:
+        stack_file = to_stack(render(c, settings, cluster), name, settings.env)
     ensure_objects(c, settings, stack_file, context)
     deploy_stack(c, name, stack_file, context)
     wait_converged(c, name, context, timeout, progress=progress)

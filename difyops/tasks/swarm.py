@@ -66,7 +66,7 @@ def deploy_to_swarm(c, clusters=None, timeout=None, context=None):
             err.print(f"[bold]{cluster.name}[/]: stack {swarm.stack_name(settings, cluster)} "
                       f"({cluster.summary}), waiting until every replica is healthy")
             mark = time.monotonic()
-            swarm.deploy_cluster(c, settings, cluster, context, wait,
+            swarm.deploy_cluster(c, settings, cluster, context, wait, stack_file=stack_files[cluster.name],
                                  progress=lambda line: err.print(f"  [dim]{line}[/]"))
             timings.append((cluster.name, time.monotonic() - mark))
             err.print(f"[green]{cluster.name}[/]: converged in {timings[-1][1]:.1f}s")
