@@ -25,20 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import Measure
+from benchmarks.common import BACKUP_IMAGE, STANDIN_STACK, Measure
 
 ROOT = Path(__file__).resolve().parent.parent
-BACKUP_IMAGE = "difyops-local/backup:1"
-IMAGES = {
-    "DIFY_API_IMAGE": "difyops-standin/dify-api:v1",
-    "DIFY_WEB_IMAGE": "difyops-standin/dify-web:v1",
-    "DIFY_SANDBOX_IMAGE": "difyops-standin/dify-sandbox:v1",
-    "DIFY_PLUGIN_DAEMON_IMAGE": "difyops-standin/dify-plugin-daemon:v1",
-    "POSTGRES_IMAGE": "difyops-local/postgres:17",
-    "REDIS_IMAGE": "difyops-local/redis:8",
-    "NGINX_IMAGE": "difyops-local/nginx:1.26",
-    "SSRF_PROXY_IMAGE": "difyops-local/squid:6",
-}
 
 
 def _free_port() -> int:
@@ -71,7 +60,7 @@ class BenchStack:
         return _run([sys.executable, "-m", "invoke", *args], env=self.env)
 
     def setup(self) -> None:
-        sets = {"DIFYOPS_STACK": self.name, "EXPOSE_NGINX_PORT": str(_free_port()), **IMAGES,
+        sets = {"DIFYOPS_STACK": self.name, "EXPOSE_NGINX_PORT": str(_free_port()), **STANDIN_STACK,
                 "DIFYOPS_BACKUP_DIR": str(self.tmp / "backups"),
                 "DIFYOPS_BACKUP_AGE_IDENTITY": str(self.tmp / "age-identity.key"),
                 "NODE_EXPORTER_TEXTFILE_DIR": str(self.tmp / "textfile")}

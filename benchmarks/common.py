@@ -1,8 +1,19 @@
-"""What a benchmark returns: our figure beside a baseline from the same run."""
+"""What a benchmark returns (our figure beside a baseline from the same run), and the stack the
+benchmarks deploy: the suites' own stand-in release and images (tests/testkit/stacks.py)."""
 
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from testkit import LOCAL_IMAGES, STANDIN_IMAGES, STANDIN_RELEASE  # noqa: E402
+
+# The Dify stand-in (a TEST DOUBLE) as the release it models, and the local builds of the rest.
+STANDIN_STACK = {**STANDIN_RELEASE, **STANDIN_IMAGES, **LOCAL_IMAGES}
+BACKUP_IMAGE = "difyops-local/backup:1"
 
 
 @dataclass

@@ -48,10 +48,13 @@ def _rounds(settings: dict[str, str], label: str) -> tuple[list[float], int]:
             # With synchronous_mode only the synchronous standby may be promoted: the next kill
             # waits until the rejoined member is that again, not merely streaming.
             sync = stack.env.get("PATRONI_SYNCHRONOUS_MODE", "true").lower() == "true"
+            def rejoined(leader: str = result["old_leader"], sync: bool = sync) -> bool:
+                return any(m["name"] == leader and m.get("state") == "streaming"
+                           and (not sync or m.get("role") == "sync_standby")
+                           for m in stack.cluster_state()["members"])
+
             stack.wait_for(f"{result['old_leader']} streaming again" + (" as the sync standby" if sync else ""),
-                           lambda: any(m["name"] == result["old_leader"] and m.get("state") == "streaming"
-                                       and (not sync or m.get("role") == "sync_standby")
-                                       for m in stack.cluster_state()["members"]), 240, 2)
+                           rejoined, 240, 2)
         return seconds, lost
     finally:
         stack.teardown()

@@ -19,17 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import Measure
+from benchmarks.common import STANDIN_STACK, Measure
 from benchmarks.loadgen import Load, SseStream
 
 ROOT = Path(__file__).resolve().parent.parent
-IMAGES = {
-    "DIFY_API_IMAGE": "difyops-standin/dify-api:v1", "DIFY_WEB_IMAGE": "difyops-standin/dify-web:v1",
-    "DIFY_SANDBOX_IMAGE": "difyops-standin/dify-sandbox:v1",
-    "DIFY_PLUGIN_DAEMON_IMAGE": "difyops-standin/dify-plugin-daemon:v1",
-    "POSTGRES_IMAGE": "difyops-local/postgres:17", "REDIS_IMAGE": "difyops-local/redis:8",
-    "NGINX_IMAGE": "difyops-local/nginx:1.26", "SSRF_PROXY_IMAGE": "difyops-local/squid:6",
-}
 LOAD_PATHS = ["/v1/ping", "/", "/console/api/ping", "/api/ping"]
 THREADS = 4
 LOAD_SECONDS = 20  # the throughput runs
@@ -64,7 +57,7 @@ class BenchStack:
         # limiter, not the proxying. They are off here and nowhere else.
         sets = {"DIFYOPS_STACK": self.name, "EXPOSE_NGINX_PORT": str(self.port),
                 "EXPOSE_NGINX_SSL_PORT": str(_free_port()), "NGINX_API_RATE": "off", "NGINX_CONN_LIMIT": "off",
-                **IMAGES}
+                **STANDIN_STACK}
         args = ["env.init", "--env-file", str(self.env_file)]
         for key, value in sets.items():
             args += ["--set", f"{key}={value}"]
@@ -72,11 +65,15 @@ class BenchStack:
         self.invoke("prod.deploy")
 
     def compose(self, cluster: str, project: str, *args: str, env: dict | None = None) -> None:
-        argv = ["docker", "compose", "-f", str(ROOT / "compose" / f"{cluster}.yml"), "--env-file",
-                str(self.env_file), "-p", project, *args]
+        """`docker compose` for a cluster as the tasks render it (the one renderer: the release's
+        overlays and images, the size preset), for one of its projects."""
+        from difyops import clusters as cl
+        from difyops import config, units
+
+        settings = config.settings_for(self.env_file, self.name, 600)
+        argv = cl.compose_argv(settings, cl.CLUSTERS[cluster], *args, project_name=project)
         subprocess.run(argv, check=True, capture_output=True, text=True, timeout=600,
-                       env=dict(os.environ, DIFYOPS_STACK=self.name, DIFYOPS_ENV_FILE=str(self.env_file),
-                                **(env or {})))
+                       env=dict(os.environ, **units.cluster_env(settings, cl.CLUSTERS[cluster]), **(env or {})))
 
     def active(self, cluster: str) -> str:
         state = self.tmp / "var" / self.name / "state.json"
@@ -95,7 +92,7 @@ class BenchStack:
 
     def remove(self) -> None:
         self.invoke("prod.down", "all", "--volumes", "--yes", check=False)
-        for kind, ls, rm in (("containers", ["docker", "ps", "-aq", "--filter", f"name=^{self.name}-"], ["docker", "rm", "-f"]),
+        for _kind, ls, rm in (("containers", ["docker", "ps", "-aq", "--filter", f"name=^{self.name}-"], ["docker", "rm", "-f"]),
                              ("networks", ["docker", "network", "ls", "-q", "--filter", f"name=^{self.name}-"], ["docker", "network", "rm"]),
                              ("volumes", ["docker", "volume", "ls", "-q", "--filter", f"name=^{self.name}-"], ["docker", "volume", "rm", "-f"])):
             for item in subprocess.run(ls, capture_output=True, text=True).stdout.split():

@@ -17,7 +17,6 @@ load`` and then checks each ref has the id the manifest says.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -27,12 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterable
 
+from . import digests
+from .digests import parse_sums, stream_sha256, sums_text
 from .errors import DifyopsError
 
 FORMAT = "difyops-image-bundle/1"
 IMAGES = "images.tar"
 MANIFEST = "manifest.json"
-SUMS = "SHA256SUMS"
+SUMS = digests.SUMS
 MEMBERS = (SUMS, MANIFEST, IMAGES)
 CHUNK = 1 << 20
 
@@ -48,32 +49,6 @@ def _docker(context: str | None) -> list[str]:
     return ["docker", *(["--context", context] if context else [])]
 
 
-def sha256_stream(stream: IO[bytes]) -> tuple[str, int]:
-    digest, size = hashlib.sha256(), 0
-    while True:
-        block = stream.read(CHUNK)
-        if not block:
-            return digest.hexdigest(), size
-        digest.update(block)
-        size += len(block)
-
-
-def sums_text(sums: dict[str, str]) -> str:
-    return "".join(f"{sums[name]}  {name}\n" for name in sorted(sums))
-
-
-def parse_sums(text: str) -> dict[str, str]:
-    out = {}
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        digest, _, name = line.partition("  ")
-        if len(digest) != 64 or not name:
-            raise DifyopsError(f"{SUMS} has a malformed line: {line[:80]!r}")
-        out[name.strip()] = digest
-    return out
-
-
 def manifest_doc(images: Iterable[BundleImage], images_sha256: str, images_size: int) -> dict:
     return {
         "format": FORMAT,
@@ -83,13 +58,22 @@ def manifest_doc(images: Iterable[BundleImage], images_sha256: str, images_size:
     }
 
 
+def _member(archive: tarfile.TarFile, member: str | tarfile.TarInfo) -> IO[bytes]:
+    """A regular member's contents (a DifyopsError for a member that holds none)."""
+    stream = archive.extractfile(member)
+    if stream is None:
+        name = member if isinstance(member, str) else member.name
+        raise DifyopsError(f"{name} in the archive is not a regular file")
+    return stream
+
+
 def docker_save_index(stream: IO[bytes]) -> dict[str, set[str]]:
     """image id -> refs, from the manifest.json that `docker save` writes into its tar."""
     try:
         with tarfile.open(fileobj=stream, mode="r|") as saved:
             for member in saved:
                 if member.name == "manifest.json" and member.isfile():
-                    entries = json.load(saved.extractfile(member))
+                    entries = json.load(_member(saved, member))
                     break
             else:
                 raise DifyopsError(f"{IMAGES} holds no docker save index (manifest.json)")
@@ -123,23 +107,23 @@ def verify(path: Path) -> dict:
             names = sorted(m.name for m in members)
             if names != sorted(MEMBERS) or not all(m.isfile() for m in members):
                 raise DifyopsError(f"{path.name} is not a difyops image bundle (members: {', '.join(names) or 'none'})")
-            sums = parse_sums(bundle.extractfile(SUMS).read().decode("utf-8", "replace"))
+            sums = parse_sums(_member(bundle, SUMS).read().decode("utf-8", "replace"))
             if sorted(sums) != sorted((IMAGES, MANIFEST)):
                 raise DifyopsError(f"{SUMS} must list {IMAGES} and {MANIFEST}, and only them")
             actual = {}
             for name in (MANIFEST, IMAGES):
-                actual[name], size = sha256_stream(bundle.extractfile(name))
+                actual[name], size = stream_sha256(_member(bundle, name))
                 if size != bundle.getmember(name).size:
                     raise DifyopsError(f"{name} is truncated ({size} of {bundle.getmember(name).size} bytes)")
                 if actual[name] != sums[name]:
                     raise DifyopsError(f"{name} does not match its sha256 in {SUMS}: the bundle was altered or damaged")
-            manifest = json.loads(bundle.extractfile(MANIFEST).read())
+            manifest = json.loads(_member(bundle, MANIFEST).read())
             if manifest.get("format") != FORMAT:
                 raise DifyopsError(f"{MANIFEST} has format {manifest.get('format')!r}, not {FORMAT}")
             record = (manifest.get("files") or {}).get(IMAGES) or {}
             if record.get("sha256") != actual[IMAGES] or record.get("size") != bundle.getmember(IMAGES).size:
                 raise DifyopsError(f"{MANIFEST} disagrees with {IMAGES} (sha256 or size)")
-            index = docker_save_index(bundle.extractfile(IMAGES))
+            index = docker_save_index(_member(bundle, IMAGES))
     except tarfile.ReadError as exc:
         raise DifyopsError(f"{path.name} is not a readable tar ({exc}): truncated or not a bundle")
     except (tarfile.TarError, EOFError, OSError) as exc:
@@ -181,11 +165,11 @@ def save(images: list[BundleImage], output: Path, context: str | None = None) ->
             lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
             raise DifyopsError(f"docker save failed: {lines[-1] if lines else 'no output'}")
         with saved.open("rb") as stream:
-            images_sha, images_size = sha256_stream(stream)
+            images_sha, images_size = stream_sha256(stream)
         manifest = manifest_doc(images, images_sha, images_size)
         (work / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         with (work / MANIFEST).open("rb") as stream:
-            manifest_sha, _ = sha256_stream(stream)
+            manifest_sha, _ = stream_sha256(stream)
         (work / SUMS).write_text(sums_text({IMAGES: images_sha, MANIFEST: manifest_sha}))
         partial = work / "bundle.tar"
         with tarfile.open(partial, mode="w", format=tarfile.PAX_FORMAT) as bundle:
@@ -203,10 +187,11 @@ def load(path: Path, context: str | None = None) -> list[BundleImage]:
     """Verify, then load a bundle; returns the images, each checked present with its id."""
     manifest = verify(path)
     with tarfile.open(path, mode="r:") as bundle:
-        stream = bundle.extractfile(IMAGES)
+        stream = _member(bundle, IMAGES)
         # stdout is not read while we write: `docker load -q` prints one short line per image.
         proc = subprocess.Popen([*_docker(context), "load", "-q"], stdin=subprocess.PIPE,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        assert proc.stdin is not None and proc.stderr is not None  # both are pipes
         try:
             while True:
                 block = stream.read(CHUNK)

@@ -11,10 +11,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
-from . import paths
-from .config import read_env
+from . import envfile, paths
 
 DEV_DEFAULTS: dict[str, Any] = {
     # A Dify checkout with api/ and web/. None: DIFY_SRC (environment, then middleware.env).
@@ -80,16 +79,16 @@ def _section(c: Any) -> dict[str, Any]:
     return merged
 
 
-def load_dev(c: Any = None, src: str | None = None, environ: dict[str, str] | None = None) -> DevSettings:
+def load_dev(c: Any = None, src: str | None = None, environ: Mapping[str, str] | None = None) -> DevSettings:
     """Dev settings; the checkout is --src, else difyops.dify_src, else DIFY_SRC (environment,
     then middleware.env). It is not checked here: see dev.find_source."""
     section = _section(c)
     state = Path(section["dev_dir"]).expanduser()
     if not state.is_absolute():
         state = (paths.ROOT / state).resolve()
-    env = read_env(state / "middleware.env")
-    environ = os.environ if environ is None else environ
-    chosen = src or section.get("dify_src") or environ.get("DIFY_SRC") or env.get("DIFY_SRC") or None
+    env = envfile.read(state / "middleware.env")
+    source_env: Mapping[str, str] = os.environ if environ is None else environ
+    chosen = src or section.get("dify_src") or source_env.get("DIFY_SRC") or env.get("DIFY_SRC") or None
     return DevSettings(
         state_dir=state,
         stack=section["dev_stack"],

@@ -1,29 +1,36 @@
-"""One way to fail: a one-line message and a non-zero exit, never a traceback."""
+"""One way to fail: logic raises DifyopsError (or a subclass); the task wrapper
+(difyops/tasks/base.py) turns it into one `error:` line and a non-zero exit, never a traceback."""
 
-import sys
+from __future__ import annotations
 
-from invoke.exceptions import Exit
+from collections.abc import Sequence
 
 
 class DifyopsError(Exception):
     """A problem the user can fix; its message says what is wrong and what to do."""
 
 
-def fail(message: str, code: int = 1) -> Exit:
-    """Return an invoke Exit carrying a one-line message (raise it)."""
-    return Exit(f"error: {message}", code=code)
+class Refused(DifyopsError):
+    """Pre-flight's verdict: several problems, each its own line, before anything changed."""
+
+    def __init__(self, message: str, problems: Sequence[str] = ()):
+        super().__init__(message)
+        self.problems = list(problems)
 
 
-def refuse(problems: list[str], consequence: str) -> None:
-    """Pre-flight verdict: return when there is no problem; otherwise raise one Exit.
+def fail(message: str) -> DifyopsError:
+    """A DifyopsError carrying a one-line message (raise it)."""
+    return DifyopsError(message)
 
-    One problem becomes the error line itself; several are printed one per line first, so
-    each says what is wrong and what to do.
+
+def refuse(problems: Sequence[str], consequence: str) -> None:
+    """Pre-flight verdict: return when there is no problem; otherwise raise Refused.
+
+    One problem becomes the error line itself; several are listed one per line first (by the task
+    wrapper), so each says what is wrong and what to do.
     """
     if not problems:
         return
     if len(problems) == 1:
-        raise fail(f"{problems[0]} (pre-flight: {consequence})")
-    for problem in problems:
-        print(f"problem: {problem}", file=sys.stderr)
-    raise fail(f"pre-flight found {len(problems)} problems (listed above): {consequence}")
+        raise Refused(f"{problems[0]} (pre-flight: {consequence})")
+    raise Refused(f"pre-flight found {len(problems)} problems (listed above): {consequence}", problems)

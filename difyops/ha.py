@@ -2,7 +2,8 @@
 for them (docs/ha.md).
 
 - ``DIFYOPS_DATA_HA=true``: compose/data.yml + compose/data-ha.yml (Patroni + etcd + HAProxy as
-  ``db_postgres``; a Redis replica and three sentinels). Single node stays the default.
+  ``db_postgres``; a Redis replica, three sentinels, HAProxy in front of both nodes as
+  ``redis-front`` and an exporter for the sentinels). Single node stays the default.
 - ``VECTOR_STORE=weaviate``: compose/data-weaviate.yml as well (three Weaviate nodes, replicated).
   Validated statically only: Weaviate's image cannot be had on the machines this is built on.
 
@@ -38,6 +39,23 @@ SENTINELS = ("redis-sentinel-1", "redis-sentinel-2", "redis-sentinel-3")
 SENTINEL_PORT = 26379
 DEFAULT_MASTER_NAME = "dify-redis"
 READ_ONLY_PORT = 5433  # HAProxy's replicas endpoint on db_postgres
+# The Redis nodes' front (compose/data/haproxy/redis-front.cfg): each node is announced to the
+# sentinels, and so to Dify, as its port on this HAProxy.
+REDIS_FRONT = "redis-front"
+REDIS_FRONT_PORTS = {"redis": 6379, "redis-replica": 6380}
+# redis_exporter for the sentinels (job redis_sentinel of the monitoring cluster).
+SENTINEL_EXPORTER = "redis-sentinel-exporter"
+
+# The failover bound (docs/ha.md, "Failover bound"): from the loss of the PostgreSQL leader (or the
+# Redis primary) to Dify's api serving requests that need it again. Patroni gives the leader key
+# up after PATRONI_TTL (20 s), the synchronous standby is promoted within a loop (2 s), HAProxy's
+# check sees it after two 1 s checks, and the api's pool reconnects on its next request; Sentinel
+# needs down-after (5 s) and an election. The alert PostgreSQLFailoverTooSlow fires past it.
+FAILOVER_BOUND_SECONDS = 45
+# A session through db_postgres to a lost node is closed within this (busy or idle, or caught
+# connecting): HAProxy's connect attempts (4 x 2 s), its keepalive (5 s + 3 x 2 s) and the front's
+# retransmission limit (tcp_retries2 4: 6.2 s) for a silent peer.
+SESSION_CUT_SECONDS = 15
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -75,7 +93,8 @@ def extra_services(env: Mapping[str, str], cluster: str) -> tuple[str, ...]:
         return ()
     services: tuple[str, ...] = ()
     if enabled(env):
-        services += ("patroni-1", "patroni-2", "etcd-1", "redis-replica", *SENTINELS)
+        services += ("patroni-1", "patroni-2", "etcd-1", "redis-replica", REDIS_FRONT, *SENTINELS,
+                     SENTINEL_EXPORTER)
     if weaviate(env):
         services += ("weaviate-0", "weaviate-1", "weaviate-2")
     return services

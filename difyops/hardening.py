@@ -16,11 +16,9 @@ from urllib.parse import urlsplit
 from . import clusters, envfile, tls
 from .config import Settings
 
-MIN_SECRET_LENGTH = 32
-SECRETS = envfile.SECRET_KEYS + ("CODE_EXECUTION_API_KEY",)
 DEBUG_KEYS = ("DEBUG", "FLASK_DEBUG")
 # Dify's public URL settings: http:// to a host other than this one is plain HTTP in production.
-URL_KEYS = ("CONSOLE_API_URL", "CONSOLE_WEB_URL", "SERVICE_API_URL", "APP_API_URL", "APP_WEB_URL", "FILES_URL")
+URL_KEYS = envfile.PUBLIC_URL_KEYS
 LOCAL_NAMES = {"localhost", "127.0.0.1", "::1", ""}
 
 
@@ -34,17 +32,6 @@ def is_loopback(address: str) -> bool:
         return False
 
 
-def secret_problems(env: dict[str, str]) -> list[str]:
-    problems = []
-    for key in SECRETS:
-        value = env.get(key, "")
-        # Missing ones and placeholders are envfile.check's lines already.
-        if value and envfile.PLACEHOLDER not in value and len(value) < MIN_SECRET_LENGTH:
-            problems.append(f"{key} is only {len(value)} characters: use at least {MIN_SECRET_LENGTH} "
-                            "random ones (`invoke env.init` generates 64)")
-    return problems
-
-
 def debug_problems(env: dict[str, str]) -> list[str]:
     return [f"{key}={env[key]} turns on debug mode (reloader, tracebacks to clients): set it to false"
             for key in DEBUG_KEYS if tls.truthy(env.get(key, ""))]
@@ -56,7 +43,7 @@ def http_problems(settings: Settings) -> list[str]:
         return []
     problems = []
     bind = settings.get("NGINX_BIND_ADDRESS", "127.0.0.1")
-    https = tls.https_enabled(settings)
+    https = tls.https_enabled(settings.env)
     if not https and not is_loopback(bind):
         problems.append(
             f"the gateway binds {bind} with plain HTTP only: set NGINX_HTTPS_ENABLED=true with a certificate, "
@@ -107,17 +94,12 @@ def check(c: Any, settings: Settings) -> list[str]:
     """Every reason not to run this configuration in production, one line each; empty when fine."""
     if not settings.env_file.exists():
         return [f"{settings.env_file} does not exist: run `invoke env.init`"]
-    try:
-        env = envfile.read(settings.env_file)
-    except envfile.EnvFileError as exc:
-        return [f"{settings.env_file}: {exc}"]
-    return envfile.check(env) + beyond_envfile(c, settings, env)
+    return envfile.check(settings.env) + settings.disagreements + beyond_envfile(c, settings, settings.env)
 
 
 def beyond_envfile(c: Any, settings: Settings, env: dict[str, str]) -> list[str]:
     """prod.check's lines that envfile.check does not give (pre-flight adds these to its own)."""
-    problems = secret_problems(env)
-    problems += debug_problems(env)
+    problems = debug_problems(env)
     problems += http_problems(settings)
     problems += port_value_problems(settings)
     problems += tls.certificate_problems(c, settings)
@@ -134,7 +116,7 @@ NFT_TABLE = "difyops"
 def gateway_ports(settings: Settings) -> list[int]:
     """The host ports the gateway publishes: HTTP always (redirect and ACME challenges), HTTPS when on."""
     ports = [int(settings.get("EXPOSE_NGINX_PORT", "80"))]
-    if tls.https_enabled(settings):
+    if tls.https_enabled(settings.env):
         ports.append(int(settings.get("EXPOSE_NGINX_SSL_PORT", "443")))
     return ports
 

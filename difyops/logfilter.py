@@ -12,12 +12,14 @@ import json
 import re
 from typing import TextIO
 
+from .errors import DifyopsError
+
 LEVELS = {"debug": 10, "info": 20, "notice": 25, "warn": 30, "warning": 30, "error": 40, "err": 40,
           "critical": 50, "crit": 50, "fatal": 50, "panic": 50}
 _WORD = re.compile(r"\b(DEBUG|INFO|NOTICE|WARN|WARNING|ERROR|CRITICAL|FATAL|PANIC)\b")
 
 
-class UnknownLevel(ValueError):
+class UnknownLevel(DifyopsError):
     pass
 
 

@@ -9,13 +9,15 @@ started, stopped and deleted without touching Dify.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from dataclasses import dataclass
 from typing import Any, Iterable
 
 from . import clusters as cl
-from . import probes
+from . import probes, workers
 from .config import Settings
+from .errors import DifyopsError
 
 CLUSTER = cl.Cluster(
     "monitoring",
@@ -48,9 +50,34 @@ def network_rm_argv(settings: Settings) -> list[str]:
     return ["docker", "network", "rm", network_name(settings)]
 
 
+QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.:-]+$")
+
+
+def watched_queues(settings: Settings) -> tuple[str, ...]:
+    """The Celery queues whose length is exported: every queue of the deployment's Dify release
+    (its release set), then MONITORING_EXTRA_QUEUES (queues of one's own, comma-separated)."""
+    extra = tuple(q.strip() for q in settings.get("MONITORING_EXTRA_QUEUES", "").split(",") if q.strip())
+    return tuple(dict.fromkeys((*workers.release_queues(settings), *extra)))
+
+
+def broker_db(settings: Settings) -> int:
+    """The Redis database of Celery's broker: CELERY_BROKER_URL's path (Dify's default is 1)."""
+    url = settings.get("CELERY_BROKER_URL", "")
+    tail = url.rstrip("/").rsplit("/", 1)[-1] if url.count("/") >= 3 else ""
+    return int(tail) if tail.isdigit() else 1
+
+
+def queue_problems(settings: Settings) -> list[str]:
+    bad = [q for q in settings.get("MONITORING_EXTRA_QUEUES", "").split(",") if q.strip() and not QUEUE_NAME.match(q.strip())]
+    return [f"MONITORING_EXTRA_QUEUES: {q.strip()!r} is not a queue name (letters, digits, _ . : - only)" for q in bad]
+
+
 def compose_env(settings: Settings, webhook_url: str | None = None) -> dict[str, str]:
-    """Compose's process environment; a webhook URL given here wins over the .env file's."""
+    """Compose's process environment; a webhook URL given here wins over the .env file's. The
+    queue-length script of the redis exporter gets the queues and the broker's database here."""
     env = cl.compose_env(settings)
+    env["DIFYOPS_CELERY_QUEUES"] = ",".join(q for q in watched_queues(settings) if QUEUE_NAME.match(q))
+    env["DIFYOPS_CELERY_BROKER_DB"] = str(broker_db(settings))
     if webhook_url:
         env["ALERTMANAGER_WEBHOOK_URL"] = webhook_url
     return env
@@ -80,7 +107,7 @@ def prometheus_get_argv(settings: Settings, path: str) -> list[str]:
 
 def preflight_problems(c: Any, settings: Settings, profiles: Iterable[str] = ()) -> list[str]:
     """What must hold before the monitoring cluster starts; returns problem lines."""
-    problems = probes.docker_problems(c) + probes.env_problems(settings)
+    problems = probes.docker_problems(c) + probes.env_problems(settings) + queue_problems(settings)
     if problems:
         return problems
     for network in CLUSTER.networks:
@@ -121,7 +148,7 @@ def _published_by_monitoring(c: Any, settings: Settings, port: int) -> bool:
 # ---------------------------------------------------------------- Prometheus's answers
 
 
-class PrometheusAnswerError(ValueError):
+class PrometheusAnswerError(DifyopsError):
     """Prometheus answered something that is not a successful API response."""
 
 

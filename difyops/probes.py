@@ -9,7 +9,7 @@ import shutil
 import socket
 from typing import Any
 
-from . import envfile
+from . import envfile, tls
 from .config import Settings
 
 MIN_COMPOSE = (2, 20, 3)  # `depends_on.required` and `--wait-timeout`
@@ -50,14 +50,11 @@ def docker_problems(c: Any) -> list[str]:
 
 
 def env_problems(settings: Settings) -> list[str]:
+    """envfile.check's lines on the settings (load_settings refused a file Compose refuses)."""
     path = settings.env_file
     if not path.exists():
         return [f"{path} does not exist: run `invoke env.init` to create it"]
-    try:
-        env = envfile.read(path)
-    except envfile.EnvFileError as exc:
-        return [f"{path}: {exc}"]
-    return envfile.check(env)
+    return envfile.check(settings.env) + settings.disagreements
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -86,7 +83,7 @@ def port_problems(c: Any, settings: Settings) -> list[str]:
     host = settings.get("NGINX_BIND_ADDRESS", "127.0.0.1")
     problems = []
     keys = [("EXPOSE_NGINX_PORT", "80")]
-    if settings.get("NGINX_HTTPS_ENABLED", "false").strip().lower() in ("1", "true", "yes", "on"):
+    if tls.https_enabled(settings.env):
         keys.append(("EXPOSE_NGINX_SSL_PORT", "443"))  # published only with HTTPS on
     for key, default in keys:
         raw = settings.get(key, default)

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import envfile
+from . import dotenv
 from .config import Settings
 
 # Clusters replaced by an upgrade. The others (data, support, gateway) are not versioned with Dify.
@@ -104,7 +104,7 @@ def set_replicas(settings: Settings, counts: dict[str, int]) -> None:
 
 def replica_env(settings: Settings) -> dict[str, str]:
     """Compose variables for the replica counts chosen with prod.scale (they win over .env)."""
-    # Worker groups other than the main one get theirs in rollout.unit_env.
+    # Worker groups other than the main one get theirs in units.unit_env.
     return {REPLICA_VARIABLES[key]: str(count) for key, count in replicas(settings).items()
             if key in REPLICA_VARIABLES}
 
@@ -167,15 +167,6 @@ def version_updates(env: dict[str, str], version: str | None, api_image: str | N
 
 
 def update_env_file(path: Path, updates: dict[str, str]) -> None:
-    """Set KEY=VALUE lines in .env in place (appending missing keys), keeping mode 0600."""
-    if not updates:
-        return
-    lines = path.read_text().splitlines()
-    done = set()
-    for i, raw in enumerate(lines):
-        match = re.match(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=", raw)
-        if match and match.group(1) in updates:
-            lines[i] = f"{match.group(1)}={updates[match.group(1)]}"
-            done.add(match.group(1))
-    lines += [f"{k}={v}" for k, v in updates.items() if k not in done]
-    envfile.write_private(path, "\n".join(lines) + "\n")
+    """Set keys in .env where they are (appending missing ones), keeping the rest and mode 0600."""
+    if updates:
+        dotenv.set_values(path, updates, keep_backup=False)

@@ -6,64 +6,36 @@ release starts as a second compose project of the same cluster whose service has
 the same app network, so once healthy it shares the traffic at once. After the gateway's DNS cache
 has seen it, the old project is stopped with its grace period: gunicorn stops accepting (new
 connections are refused and the gateway retries them on the new replicas) and finishes its
-in-flight requests, SSE streams included, before it exits. If a new replica never becomes
-healthy, the new projects are removed and the old release keeps serving, untouched.
+in-flight requests, SSE streams included, before it exits. Workers drain the same way: every old
+worker gets SIGTERM at once, so each stops taking tasks (Celery's warm shutdown; the new workers
+take them) and finishes the workflow runs it has, for as long as the release lets a run last
+(workers.drain_seconds), then stops. If a new replica never becomes healthy, the new projects are
+removed and the old release keeps serving, untouched. Before anything starts, the storage volume
+is given to the new image's user (stack.ensure_owners), and after the migration job the schema
+must be at the new image's head (stack.schema_problem), or nothing moves.
 """
 
 from __future__ import annotations
 
-import json
 import shlex
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import replace
 from typing import Any, Callable
 
-from rich.console import Console
-
 from . import clusters as cl
-from . import images, probes, releases, workers
+from . import composeps, config, dotenv, envfile, images, probes, release_sets, releases, stack, workers
+from . import rollout_release as rr
 from .config import Settings
 from .errors import fail, refuse
-
-console = Console(stderr=True, highlight=False)
+from .report import Say, quiet
+from .units import Unit, run_compose, run_unit, running_count, unit_records, units
 
 # The gateway caches upstream addresses for resolver valid=5s; wait that long and a margin
 # after the new replicas are healthy, so it knows them before the old ones stop listening.
 DNS_SETTLE_SECONDS = 7
 MIN_FREE_GB_DEFAULT = 2.0
 MAX_REPLICAS = 20
-
-
-@dataclass(frozen=True)
-class Unit:
-    """One rolling-replaced service: api, web, the main worker, or an extra worker group."""
-    key: str  # state key and prod.scale key: api, web, worker, worker_<g>
-    cluster: cl.Cluster
-    service: str
-    env: dict[str, str] = field(default_factory=dict)
-
-
-def units(settings: Settings) -> list[Unit]:
-    out = [Unit("api", cl.CLUSTERS["api"], "api"), Unit("web", cl.CLUSTERS["web"], "web")]
-    for group in workers.groups(settings):
-        out.append(Unit(group.name, cl.CLUSTERS["worker"], "worker", dict(group.env)))
-    return out
-
-
-def unit_env(settings: Settings, unit: Unit, image_env: dict[str, str] | None = None) -> dict[str, str]:
-    env = {**cl.compose_env(settings), **unit.env, **(image_env or {})}
-    if unit.key not in releases.REPLICA_VARIABLES:
-        count = releases.replicas(settings).get(unit.key)
-        if count is not None:
-            env["WORKER_REPLICAS"] = str(count)
-    return env
-
-
-def run_unit(c: Any, settings: Settings, unit: Unit, project: str, *args: str,
-             image_env: dict[str, str] | None = None, profiles=(), **kwargs):
-    argv = cl.compose_argv(settings, unit.cluster, *args, profiles=profiles, project_name=project)
-    return c.run(shlex.join(argv), env=unit_env(settings, unit, image_env), **kwargs)
 
 
 def _last_line(text: str | None) -> str:
@@ -77,22 +49,10 @@ def release_images(env: dict[str, str]) -> dict[str, str]:
     return {key: images.resolve_ref(images.find(key), env).ref for key in ("DIFY_API_IMAGE", "DIFY_WEB_IMAGE")}
 
 
-def ps_records(c: Any, settings: Settings, unit: Unit, project: str, *flags: str) -> list[dict]:
-    """`docker compose ps --format json` of a unit's service, one dict per container (either output
-    form Compose has used: one JSON array, or one object per line)."""
-    result = run_unit(c, settings, unit, project, "ps", *flags, "--format", "json", unit.service, hide=True, warn=True)
-    text = (result.stdout or "").strip() if result.ok else ""
-    return json.loads(text) if text.startswith("[") else [json.loads(ln) for ln in text.splitlines() if ln.strip()]
-
-
-def running_count(c: Any, settings: Settings, unit: Unit, project: str) -> int:
-    return sum(1 for r in ps_records(c, settings, unit, project) if r.get("State") == "running")
-
-
 def not_serving(c: Any, settings: Settings, unit: Unit, project: str, image: str) -> list[str]:
     """After `up --wait` said yes, ask Docker again: every replica of the new release must be
     running, healthy and on the image asked for. Returns one line per replica that is not."""
-    records = ps_records(c, settings, unit, project, "-a")
+    records = unit_records(c, settings, unit, project, "-a")
     if not records:
         return [f"{project}: no {unit.service} container"]
     problems = []
@@ -123,9 +83,17 @@ def disk_problems(c: Any, settings: Settings) -> list[str]:
 
 
 def preflight(c: Any, settings: Settings, target: dict[str, str], current: dict[str, str],
-              action: str) -> list[str]:
-    """Everything that must hold before an upgrade changes anything; returns the problems."""
+              action: str, target_env: dict[str, str] | None = None, more: list[str] | None = None,
+              images_needed: list[str] | None = None, running: tuple[str, ...] = ()) -> list[str]:
+    """Everything that must hold before an upgrade changes anything; returns the problems.
+    `more`: problems found in the arguments (pins, secrets); `images_needed`: every image the target
+    runs (default: its api and web); `running`: support services that must run (those it moves)."""
     problems = probes.docker_problems(c) + probes.env_problems(settings)
+    if problems:
+        return problems
+    problems += stack.release_problems(settings.env, "DIFY_VERSION in .env")
+    problems += stack.release_problems(target_env or settings.env) + workers.drain_problems(settings.env)
+    problems += list(more or [])
     if problems:
         return problems
     try:
@@ -144,8 +112,13 @@ def preflight(c: Any, settings: Settings, target: dict[str, str], current: dict[
         project = releases.active_project(settings, unit.key)
         if running_count(c, settings, unit, project) == 0:
             problems.append(f"{unit.key} is not running (project {project}): deploy first with `invoke prod.deploy`")
+    support = cl.CLUSTERS["support"]
+    for service in running:
+        listed = run_compose(c, settings, support, "ps", "--format", "json", service, hide=True, warn=True)
+        if not composeps.running(composeps.records(listed.stdout if listed.ok else "")):
+            problems.append(f"{service} is not running (cluster support): deploy first with `invoke prod.deploy`")
     problems += disk_problems(c, settings)
-    missing = probes.missing_images(c, sorted(set(target.values())))
+    missing = probes.missing_images(c, sorted(set(images_needed or target.values())))
     mirror = settings.get("DIFYOPS_IMAGE_MIRROR")
     for ref in missing:
         if images.is_local_ref(ref) or not images.pull_one(c, ref, mirror).ok:
@@ -154,93 +127,302 @@ def preflight(c: Any, settings: Settings, target: dict[str, str], current: dict[
     return problems
 
 
+def release_updates(env: dict[str, str], version: str | None, api_image: str | None, web_image: str | None,
+                    image_pairs: list[str] | None = None) -> tuple[dict[str, str], list[str]]:
+    """The .env values `prod.upgrade` moves to, and the problems pre-flight lists with the others.
+    --version of a release with a release set moves the whole set (rollout_release.target_updates);
+    --api-image/--web-image win for those two; --image KEY=REF for any image of the set. ValueError
+    for arguments that are not even well formed (refused before any command)."""
+    pairs = envfile.assignments(image_pairs, "--image") if image_pairs else {}
+    plain = releases.version_updates(env, version, api_image, web_image)  # checks the arguments' form
+    target = None
+    if version:
+        try:
+            target = release_sets.for_version(version)
+        except release_sets.ReleaseSetError:
+            pass  # pre-flight says which releases are supported
+    if pairs and target is None:
+        raise ValueError("--image goes with --version of a supported release (e.g. --version "
+                         f"{release_sets.default().release})")
+    try:
+        current = release_sets.for_env(env)
+    except release_sets.ReleaseSetError:
+        current = None  # pre-flight refuses the running release
+    if target is None or current is None:
+        return plain, []
+    updates, problems = rr.target_updates(env, current, target, pairs)
+    for key, ref in (("DIFY_API_IMAGE", api_image), ("DIFY_WEB_IMAGE", web_image)):
+        if ref:
+            updates[key] = ref
+    return updates, problems
+
+
 # ------------------------------------------------------------------ upgrade / rollback
 def _abandon(c: Any, settings: Settings, started: list[tuple[Unit, str]]) -> None:
     for unit, project in reversed(started):
         run_unit(c, settings, unit, project, "down", "--remove-orphans", "--timeout", "10", hide=True, warn=True)
 
 
+def _up_services(c: Any, settings: Settings, cluster: str, names: tuple[str, ...], values: dict[str, str],
+                 wait: str) -> Any:
+    return run_compose(c, settings, cl.CLUSTERS[cluster], "up", "-d", "--no-deps", "--wait", "--wait-timeout", wait,
+                       *names, extra_env=values, warn=True)
+
+
+def _remove_services(c: Any, settings: Settings, services: dict[str, tuple[str, ...]], values: dict[str, str]) -> None:
+    for cluster, names in services.items():
+        if names:
+            run_compose(c, settings, cl.CLUSTERS[cluster], "rm", "-s", "-f", *names, extra_env=values,
+                        hide=True, warn=True)
+
+
+def _ensure_networks(c: Any, settings: Settings, clusters: list[str]) -> list[str]:
+    """The networks of the settings' release that these clusters' services join (release set
+    `networks`, clusters.release_networks), created when missing; returns those it created."""
+    made = []
+    for network in cl.release_networks(settings, [cl.CLUSTERS[name] for name in clusters]):
+        name = cl.network_name(settings, network)
+        if not c.run(shlex.join(["docker", "network", "inspect", name]), hide=True, warn=True).ok:
+            c.run(shlex.join(cl.network_create_argv(settings, network)), hide=True)
+            made.append(name)
+    return made
+
+
 def upgrade(c: Any, settings: Settings, updates: dict[str, str], action: str = "upgrade",
-            timeout: int | None = None, backup: Callable[[], None] | None = None) -> dict[str, Any]:
-    """Move api, web and the workers to the images `updates` gives, without a failed request."""
+            timeout: int | None = None, backup: Callable[[], None] | None = None, say: Say = quiet,
+            update_problems: list[str] | None = None) -> dict[str, Any]:
+    """Move the deployment to the release `updates` gives (rollout_release's phases), without a
+    failed request: api, web and the workers blue/green; the plugin daemon and sandbox with them;
+    the target's new services, secrets and gateway routes before traffic moves."""
     started_at = time.monotonic()
     target_env = {**settings.env, **updates}
     current, target = release_images(settings.env), release_images(target_env)
-    console.print(f"[bold]pre-flight[/]: {action} {current['DIFY_API_IMAGE']} -> {target['DIFY_API_IMAGE']}, "
-                  f"{current['DIFY_WEB_IMAGE']} -> {target['DIFY_WEB_IMAGE']} (nothing is changed yet)")
-    problems = preflight(c, settings, target, current, action)
+    phases = rr.Phases(action, list(rr.PHASES), say)
+    phases.start("pre-flight", f"{action} {current['DIFY_API_IMAGE']} -> {target['DIFY_API_IMAGE']}, "
+                 f"{current['DIFY_WEB_IMAGE']} -> {target['DIFY_WEB_IMAGE']} (nothing is changed yet)")
+    problems = list(update_problems or [])
+    plan_ok = not (stack.release_problems(settings.env) or stack.release_problems(target_env))
+    generated: dict[str, str] = {}
+    needed, moving = sorted(set(target.values())), tuple[str, ...]()
+    current_rs: release_sets.ReleaseSet | None = None
+    target_rs: release_sets.ReleaseSet | None = None
+    if plan_ok:
+        current_rs, target_rs = release_sets.for_env(settings.env), release_sets.for_env(target_env)
+        # A secret new in the target must be well formed; one the running release has is its own business.
+        generated, secret_problems = rr.secrets_to_generate(
+            target_env, target_rs, check=[k for k in target_rs.secrets if k not in current_rs.secrets])
+        problems += secret_problems
+        needed = sorted(set(rr.target_images(target_env, target_rs).values()))
+        moving = rr.lockstep_moves(rr.target_images(settings.env, current_rs), rr.target_images(target_env, target_rs),
+                                   target_rs)
+        current_cmp = {**rr.target_images(settings.env, current_rs), **current, "release": current_rs.release}
+        target_cmp = {**rr.target_images(target_env, target_rs), **target, "release": target_rs.release}
+    else:  # pre-flight refuses
+        current_cmp, target_cmp = current, target
+    problems = preflight(c, settings, target_cmp, current_cmp, action, target_env, more=problems,
+                         images_needed=needed, running=moving)
     refuse(problems, "nothing was changed")
-    if backup is not None:
-        backup()
-    plan = units(settings)
-    new = {u.key: releases.next_project(settings, u.key) for u in plan}
-    old = {u.key: releases.active_project(settings, u.key) for u in plan}
-    base = {"from": current, "to": target, "from_env": {k: settings.env.get(k, "") for k in releases.VERSION_KEYS},
-            "to_env": {k: target_env.get(k, "") for k in releases.VERSION_KEYS}}
+    assert current_rs is not None and target_rs is not None  # a set that does not load is a pre-flight problem
+    plan = rr.make_plan(settings.env, target_env, current_rs, target_rs, generated, backup is not None)
+    work = plan.work()
+    # What a rollback puts back: the release, every image pin of either set, the gateway upstreams.
+    recorded_keys = sorted(set(releases.VERSION_KEYS) | set(rr.GATEWAY_ROUTE_VARIABLES)
+                           | {i.variable for rs in (current_rs, target_rs) for i in rs.images.values()})
+    base = {"from": current, "to": target, "from_env": {k: settings.env.get(k, "") for k in recorded_keys},
+            "to_env": {k: target_env.get(k, "") for k in recorded_keys},
+            "release": {"from": current_rs.release, "to": target_rs.release}}
     wait = str(timeout or settings.wait_timeout)
+    units_plan = units(settings)
+    new = {u.key: releases.next_project(settings, u.key) for u in units_plan}
+    old = {u.key: releases.active_project(settings, u.key) for u in units_plan}
 
     def finish(result: str, message: str) -> dict[str, Any]:
+        phases.end()
         return releases.record(settings, action, result, seconds=round(time.monotonic() - started_at, 1),
-                               projects=new if result == "ok" else old, message=message, **base)
+                               projects=new if result == "ok" else old, message=message,
+                               phases=dict(phases.timings), **base)
 
-    # 1. Migrations, once, with the new image, before any traffic moves.
-    api_unit = plan[0]
-    console.print(f"[bold]migrate[/]: one-shot job with {target['DIFY_API_IMAGE']}")
-    migrated = run_unit(c, settings, api_unit, new["api"], "run", "--rm", "--no-deps", "migrate",
-                        image_env=target, profiles=("migrate",), warn=True)
-    if not migrated.ok:
-        if action == "rollback":
-            message = (f"the database was migrated past what {target['DIFY_API_IMAGE']} knows: restore the "
-                       "backup taken before the upgrade (`invoke backup.restore`), then roll back; "
-                       f"{current['DIFY_API_IMAGE']} is still serving")
-            finish("refused", message)
-            raise fail(message)
-        message = f"the migration with {target['DIFY_API_IMAGE']} failed (output above); {current['DIFY_API_IMAGE']} is still serving"
+    # 2. Secrets the target needs, generated into .env (a copy of .env kept first), read again.
+    phases.start("secrets", f"generating {work['secrets']} into {settings.env_file}" if generated
+                 else "none new (.env is backed up before anything changes it)")
+    text = settings.env_file.read_text()
+    copy = dotenv.backup(settings.env_file)
+    say(f"{phases.label('secrets')}: .env backed up to {copy} (restore it with `cp {copy} {settings.env_file}`)")
+    if generated:
+        dotenv.write_private(settings.env_file, envfile.with_values(
+            text, generated, comment=f"# Secrets of Dify {target_rs.release} (generated by prod.{action})"))
+        settings = config.settings_for(settings.env_file, settings.stack, settings.wait_timeout)
+        target_env = {**settings.env, **updates}
+    # The deployment rendered as the target release: its overlays, its images, its upstreams.
+    tsettings = replace(settings, env=dict(target_env))
+    values = rr.compose_values(target_env, target_rs)
+    old_values = rr.compose_values(settings.env, current_rs)
+
+    # 3. The backup every upgrade takes first.
+    phases.start("backup", work["backup"])
+    if backup is not None:
+        backup()
+
+    # 4. The storage volume to the new image's user, then the migrations, once, with the new image,
+    #    before any traffic moves; the schema must then be at the new image's head.
+    phases.start("migrate", f"one-shot job with {target['DIFY_API_IMAGE']}")
+    stack.ensure_owners(c, tsettings, env=target_env, image_env=values, say=say)
+    api_unit = units_plan[0]
+    migrated = run_unit(c, tsettings, api_unit, new["api"], *stack.MIGRATE_ARGS,
+                        image_env=values, profiles=("migrate",), warn=True)
+    schema = None
+    if migrated.ok:
+        check = run_unit(c, tsettings, api_unit, new["api"], *stack.schema_check_args(target_env),
+                         image_env=values, profiles=("migrate",), hide=True, warn=True)
+        schema = stack.schema_problem(target_env, migrated.stdout or "", check, target["DIFY_API_IMAGE"])
+    newer = "Can't locate revision" in (migrated.stdout or "") + (migrated.stderr or "") + (schema or "")
+    if action == "rollback" and (not migrated.ok or newer):
+        message = (f"the database was migrated past what {target['DIFY_API_IMAGE']} knows: restore the "
+                   "backup taken before the upgrade (`invoke backup.restore`), then roll back; "
+                   f"{current['DIFY_API_IMAGE']} is still serving")
+        finish("refused", message)
+        raise fail(message)
+    if not migrated.ok or schema:
+        message = (f"{schema}; {current['DIFY_API_IMAGE']} is still serving" if migrated.ok else
+                   f"the migration with {target['DIFY_API_IMAGE']} failed (output above); "
+                   f"{current['DIFY_API_IMAGE']} is still serving")
         finish("failed", message)
         raise fail(message)
 
-    # 2. Start the new release beside the old one and wait until every replica is healthy.
-    releases.save_state(settings, {**releases.load_state(settings), "pending": new})
-    started: list[tuple[Unit, str]] = []
-    for unit in plan:
-        console.print(f"[bold]{unit.key}[/]: starting {new[unit.key]} beside {old[unit.key]}")
-        started.append((unit, new[unit.key]))
-        result = run_unit(c, settings, unit, new[unit.key], "up", "-d", "--no-deps", "--wait", "--wait-timeout",
-                          wait, unit.service, image_env=target, warn=True)
-        image = target["DIFY_WEB_IMAGE" if unit.key == "web" else "DIFY_API_IMAGE"]
-        doubts = not_serving(c, settings, unit, new[unit.key], image) if result.ok else []
-        for doubt in doubts:
-            console.print(f"[red]{unit.key}[/]: compose reported it healthy, Docker does not: {doubt}")
-        if not result.ok or doubts:
-            _abandon(c, settings, started)
-            state = releases.load_state(settings)
-            state.pop("pending", None)
-            releases.save_state(settings, state)
-            message = (f"the new {unit.key} ({target['DIFY_API_IMAGE' if unit.key != 'web' else 'DIFY_WEB_IMAGE']}) "
-                       f"did not become healthy within {wait}s: rolled back, the new release is removed and "
-                       f"{current['DIFY_API_IMAGE']} is still serving (the migration stays applied)")
+    # 5. The target's services outside the app clusters, healthy before any traffic moves.
+    phases.start("new services", work["new services"])
+    if plan.new_services:
+        for name in _ensure_networks(c, tsettings, list(plan.new_services)):
+            say(f"{phases.label('new services')}: network {name} created")
+    for cluster, names in plan.new_services.items():
+        result = _up_services(c, tsettings, cluster, names, values, wait)
+        if not result.ok:
+            _remove_services(c, tsettings, plan.new_services, values)
+            message = (f"the new services of Dify {target_rs.release} ({', '.join(names)}) did not become healthy "
+                       f"within {wait}s: they are removed and {current['DIFY_API_IMAGE']} is still serving "
+                       "(the migration stays applied; see `invoke prod.logs support`)")
+            finish("failed", message)
+            raise fail(message)
+
+    def put_back(moved: tuple[str, ...]) -> None:
+        """The running release's plugin daemon and sandbox back, and the new services gone."""
+        for name in moved:
+            run_compose(c, settings, cl.CLUSTERS["support"], "stop", name, hide=True, warn=True)
+        if moved:
+            _up_services(c, settings, "support", moved, old_values, wait)
+        _remove_services(c, tsettings, plan.new_services, values)
+
+    # 6. The plugin daemon and the sandbox, in order, with the api: the old daemon stops, the new
+    #    one starts on the same storage volume (its image migrates its own database first).
+    phases.start("plugin daemon and sandbox", work["plugin daemon and sandbox"])
+    moved: tuple[str, ...] = ()
+    for name in plan.lockstep:
+        variable = target_rs.image(target_rs.services[name].image or name).variable
+        say(f"[bold]{name}[/]: stopping {old_values.get(variable)}, starting {values[variable]} (same storage)")
+        run_compose(c, settings, cl.CLUSTERS["support"], "stop", name, hide=True, warn=True)
+        moved += (name,)
+        result = _up_services(c, tsettings, "support", (name,), values, wait)
+        if not result.ok:
+            put_back(moved)
+            message = (f"the new {name} did not become healthy within {wait}s: the running release's is back "
+                       f"and {current['DIFY_API_IMAGE']} is still serving (see `invoke prod.logs support`)")
             finish("rolled-back", message)
             raise fail(message)
 
-    # 3. The gateway learns the new addresses, then the old release drains and stops.
-    console.print(f"new release healthy; letting the gateway's DNS cache catch up ({DNS_SETTLE_SECONDS}s)")
-    time.sleep(DNS_SETTLE_SECONDS)
-    for unit in plan:
-        console.print(f"[bold]{unit.key}[/]: draining and stopping {old[unit.key]} (in-flight requests finish)")
-        run_unit(c, settings, unit, old[unit.key], "down", "--remove-orphans", hide=True, warn=True)
-        if unit.key == "worker":  # beat moves last: never two schedulers at once
-            run_unit(c, settings, unit, new[unit.key], "up", "-d", "--no-deps", "--wait", "--wait-timeout", wait,
-                     image_env=target, warn=True)
+    # 7. Start the new release beside the old one and wait until every replica is healthy.
+    phases.start("new release", work["new release"])
+    releases.save_state(settings, {**releases.load_state(settings), "pending": new})
+    started: list[tuple[Unit, str]] = []
 
+    def abandon(message: str) -> None:
+        _abandon(c, tsettings, started)
+        put_back(moved)
+        state = releases.load_state(settings)
+        state.pop("pending", None)
+        releases.save_state(settings, state)
+        finish("rolled-back", message)
+        raise fail(message)
+
+    for unit in units_plan:
+        services = (plan.app_services.get(unit.key) or (unit.service,)) if unit.key in ("api", "web") else (unit.service,)
+        say(f"[bold]{unit.key}[/]: starting {new[unit.key]} beside {old[unit.key]}"
+            + (f" ({', '.join(services)})" if len(services) > 1 else ""))
+        started.append((unit, new[unit.key]))
+        result = run_unit(c, tsettings, unit, new[unit.key], "up", "-d", "--no-deps", "--wait", "--wait-timeout",
+                          wait, *services, image_env=values, warn=True)
+        image = target["DIFY_WEB_IMAGE" if unit.key == "web" else "DIFY_API_IMAGE"]
+        doubts = []
+        if result.ok:
+            for service in services:
+                doubts += not_serving(c, tsettings, replace_unit(unit, service), new[unit.key], image)
+        for doubt in doubts:
+            say(f"[red]{unit.key}[/]: compose reported it healthy, Docker does not: {doubt}")
+        if not result.ok or doubts:
+            abandon(f"the new {unit.key} ({image}) did not become healthy within {wait}s: rolled back, the new "
+                    f"release is removed and {current['DIFY_API_IMAGE']} is still serving (the migration stays applied)")
+
+    # 8. The gateway's routes whose upstream the release changes, switched by a graceful reload.
+    phases.start("gateway", work["gateway"])
+    if plan.gateway:
+        gateway = cl.CLUSTERS["gateway"]
+        switched = run_compose(c, settings, gateway, *rr.gateway_switch_args(plan.gateway_switches),
+                               hide=True, warn=True)
+        if switched.exited == rr.NO_GATEWAY_HERE:
+            # A gateway created before routes were switched this way (no watcher in it): it is
+            # created again with the new routes; its port is closed while it restarts.
+            say(f"{phases.label('gateway')}: the running gateway does not watch for switched routes: "
+                "recreating it with them (its port closes for a moment)")
+            switched = run_compose(c, tsettings, gateway, "up", "-d", "--no-deps", "--wait", "--wait-timeout", wait,
+                                   "nginx", hide=True, warn=True)
+        if not switched.ok:
+            abandon(f"the gateway did not take the new routes ({_last_line(switched.stderr or switched.stdout)}): "
+                    f"rolled back, {current['DIFY_API_IMAGE']} is still serving (the migration stays applied)")
+        say(f"{phases.label('gateway')}: nginx reloaded with {work['gateway']} (a restart keeps them; its next "
+            "`invoke prod.up gateway` renders the same from .env)")
+
+    # 9. The gateway learns the new addresses, then the old release drains and stops.
+    phases.start("drain", work["drain"])
+    say(f"new release healthy; letting the gateway's DNS cache catch up ({DNS_SETTLE_SECONDS}s)")
+    time.sleep(DNS_SETTLE_SECONDS)
+    main = next(u for u in units_plan if u.key == "worker")
+    # Beat moves first and alone: the old scheduler stops, then the new one starts (never two).
+    say(f"[bold]worker_beat[/]: moving from {old['worker']} to {new['worker']}")
+    run_unit(c, settings, main, old["worker"], "stop", "worker_beat", hide=True, warn=True)
+    run_unit(c, tsettings, main, new["worker"], "up", "-d", "--no-deps", "--wait", "--wait-timeout", wait,
+             "worker_beat", image_env=values, warn=True)
+    drain = workers.drain_seconds(settings.env)
+    old_workers = [u for u in units_plan if u.cluster.name == "worker"]
+    for unit in old_workers:  # all at once: each stops taking tasks now and finishes its runs
+        run_unit(c, settings, unit, old[unit.key], "kill", "-s", "SIGTERM", unit.service, hide=True, warn=True)
+    for unit in units_plan:
+        if unit in old_workers:
+            say(f"[bold]{unit.key}[/]: draining {old[unit.key]} (it takes no new task; its running "
+                f"tasks and workflow runs finish, for {drain}s at most)")
+            run_unit(c, settings, unit, old[unit.key], "down", "--remove-orphans", "--timeout", str(drain),
+                     hide=True, warn=True)
+        else:
+            say(f"[bold]{unit.key}[/]: draining and stopping {old[unit.key]} (in-flight requests finish)")
+            run_unit(c, settings, unit, old[unit.key], "down", "--remove-orphans", hide=True, warn=True)
+
+    # 10. What the target no longer has goes; .env names the release only now that all is healthy.
+    phases.start("record", work["record"])
+    _remove_services(c, settings, plan.retired, old_values)
     state = releases.load_state(settings)
     state.pop("pending", None)
     state.setdefault("projects", {}).update(new)
     releases.save_state(settings, state)
-    releases.update_env_file(settings.env_file, {k: v for k, v in updates.items()})
+    if updates:
+        dotenv.write_private(settings.env_file, envfile.with_values(settings.env_file.read_text(), updates))
     entry = finish("ok", f"{action} done")
-    console.print(f"[green]{action} done[/] in {entry['seconds']}s: api and worker {target['DIFY_API_IMAGE']}, "
-                  f"web {target['DIFY_WEB_IMAGE']}")
+    say(f"[green]{action} done[/] in {entry['seconds']}s: Dify {target_rs.release}, api and worker "
+        f"{target['DIFY_API_IMAGE']}, web {target['DIFY_WEB_IMAGE']}"
+        + (f", {', '.join(plan.lockstep)} moved" if plan.lockstep else ""))
     return entry
+
+
+def replace_unit(unit: Unit, service: str) -> Unit:
+    """The same unit, looked at through another of its services (api_websocket beside api)."""
+    return unit if unit.service == service else Unit(unit.key, unit.cluster, service, unit.env)
 
 
 def rollback_updates(settings: Settings) -> dict[str, str]:
@@ -271,16 +453,22 @@ def parse_scale(specs: list[str], known: list[str]) -> dict[str, int]:
     return counts
 
 
-def scale(c: Any, settings: Settings, counts: dict[str, int], timeout: int | None = None) -> None:
+def scale(c: Any, settings: Settings, counts: dict[str, int], timeout: int | None = None, say: Say = quiet) -> None:
     by_key = {u.key: u for u in units(settings)}
     wait = str(timeout or settings.wait_timeout)
+    owners_given = False
     for key, count in counts.items():
         unit = by_key[key]
         project = releases.active_project(settings, key)
-        console.print(f"[bold]{key}[/]: {count} replica(s) in {project}")
+        say(f"[bold]{key}[/]: {count} replica(s) in {project}")
         args = ["up", "-d", "--no-deps", "--no-recreate", "--scale", f"{unit.service}={count}"]
         if count:
             args += ["--wait", "--wait-timeout", wait]
+        if unit.cluster.name in stack.OWNED_BY_DIFY_USER and count and not owners_given:
+            stack.ensure_owners(c, settings, say=say)  # new replicas write the storage volume
+            owners_given = True
+        if unit.cluster.name == "worker":  # a removed worker finishes its runs first
+            args += ["--timeout", str(workers.drain_seconds(settings.env))]
         variable = releases.REPLICA_VARIABLES.get(key, "WORKER_REPLICAS")
         result = run_unit(c, settings, unit, project, *args, unit.service, image_env={variable: str(count)},
                           warn=True)

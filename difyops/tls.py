@@ -8,14 +8,20 @@ is certbot's, in the stack's letsencrypt volume; it is read through the volume's
 
 from __future__ import annotations
 
-import calendar
+import ipaddress
 import os
 import shlex
 import ssl
 import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 
 from . import paths
 from .config import Settings
@@ -28,8 +34,14 @@ def truthy(value: str) -> bool:
     return (value or "").strip().lower() in TRUE
 
 
-def https_enabled(settings: Settings) -> bool:
-    return truthy(settings.get("NGINX_HTTPS_ENABLED", "false"))
+# What the gateway's entrypoint takes as on (nginx/entrypoint.d/15-difyops-defaults.envsh).
+HTTPS_ON = frozenset({"true", "TRUE", "True", "1"})
+
+
+def https_enabled(env: Mapping[str, str]) -> bool:
+    """Whether the gateway serves HTTPS: the one decision (the HTTPS port published, checked,
+    firewalled) for every caller, as the gateway itself decides."""
+    return (env.get("NGINX_HTTPS_ENABLED") or "false") in HTTPS_ON
 
 
 def ssl_dir(settings: Settings) -> Path:
@@ -65,16 +77,13 @@ def configured_pair(c: Any, settings: Settings) -> Pair:
     return Pair(_resolve(c, settings, cert), _resolve(c, settings, key), f"{cert} / {key}")
 
 
-def not_after(c: Any, cert: Path) -> float | None:
-    """The certificate's expiry as a UNIX time (openssl reads it), or None when unreadable."""
-    result = c.run(shlex.join(["openssl", "x509", "-noout", "-enddate", "-in", str(cert)]), hide=True, warn=True)
-    if not result.ok or "notAfter=" not in result.stdout:
-        return None
-    text = " ".join(result.stdout.strip().split("=", 1)[1].split())
+def not_after(cert: Path) -> float | None:
+    """The certificate's expiry as a UNIX time, or None when the file is not a PEM certificate."""
     try:
-        return calendar.timegm(time.strptime(text, "%b %d %H:%M:%S %Y %Z"))
-    except ValueError:
+        parsed = x509.load_pem_x509_certificate(Path(cert).read_bytes())
+    except (OSError, ValueError):
         return None
+    return parsed.not_valid_after_utc.timestamp()
 
 
 def days_left(expiry: float, now: float | None = None) -> int:
@@ -101,7 +110,7 @@ def pair_problem(cert: Path, key: Path) -> str | None:
 
 def certificate_problems(c: Any, settings: Settings) -> list[str]:
     """With HTTPS on: one line if the configured pair is missing, mismatched or expired."""
-    if not https_enabled(settings):
+    if not https_enabled(settings.env):
         return []
     pair = configured_pair(c, settings)
     if pair.cert is None or pair.key is None:
@@ -111,29 +120,33 @@ def certificate_problems(c: Any, settings: Settings) -> list[str]:
     if problem:
         return [f"NGINX_HTTPS_ENABLED=true but {problem}: HTTPS would not start; fix the files or run "
                 "`invoke tls.self-signed` for staging"]
-    expiry = not_after(c, pair.cert)
+    expiry = not_after(pair.cert)
     if expiry is not None and expiry < time.time():
         ago = int((time.time() - expiry) // 86400)
         return [f"the certificate {pair.cert} expired {ago} day(s) ago: renew or replace it"]
     return []
 
 
-def self_signed(c: Any, cert: Path, key: Path, common_name: str, days: int) -> None:
-    """A self-signed pair with openssl on the host (key 0600: created private, never world-readable)."""
+def self_signed(cert: Path, key: Path, common_name: str, days: int, now: float | None = None) -> None:
+    """A self-signed pair (RSA 2048, SHA-256, for ``common_name``, localhost and 127.0.0.1), valid
+    ``days`` from ``now``. The key file is created mode 0600 before a byte is written."""
     cert.parent.mkdir(parents=True, exist_ok=True)
     for path in (cert, key):
         path.unlink(missing_ok=True)
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    start = datetime.fromtimestamp(time.time() if now is None else now, tz=timezone.utc)
+    names: list[x509.GeneralName] = [x509.DNSName(common_name), x509.DNSName("localhost"),
+                                     x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    made = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(private.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(start)
+            .not_valid_after(start + timedelta(days=days))
+            .add_extension(x509.SubjectAlternativeName(names), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .sign(private, hashes.SHA256()))
     fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    os.close(fd)
-    san = f"subjectAltName=DNS:{common_name},DNS:localhost,IP:127.0.0.1"
-    result = c.run(shlex.join([
-        "openssl", "req", "-x509", "-newkey", "rsa:2048", "-sha256", "-nodes", "-days", str(days),
-        "-subj", f"/CN={common_name}", "-addext", san, "-keyout", str(key), "-out", str(cert),
-    ]), hide=True, warn=True)
-    if not result.ok:
-        key.unlink(missing_ok=True)
-        cert.unlink(missing_ok=True)
-        raise RuntimeError((result.stderr or "openssl failed").strip().splitlines()[-1])
-    os.chmod(key, 0o600)
-    if cert.exists():
-        os.chmod(cert, 0o644)  # public by nature
+    with os.fdopen(fd, "wb") as out:
+        out.write(private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                        serialization.NoEncryption()))
+    cert.write_bytes(made.public_bytes(serialization.Encoding.PEM))
+    os.chmod(cert, 0o644)  # public by nature

@@ -36,7 +36,7 @@ if [ "$need_apt" -eq 1 ]; then
   log "installing docker.io and docker-compose (${target[*]:-default release}) and debootstrap"
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${target[@]}" docker.io docker-compose >/dev/null
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
-  # openssl: tls.self-signed and tls.expiry; nftables: prod.firewall's rules are checked with nft --check.
+  # openssl: the TLS and adopt tests make key pairs with it; nftables: prod.firewall's rules are checked with nft --check.
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl nftables >/dev/null
   if ! command -v promtool >/dev/null 2>&1; then
     # promtool checks and unit-tests the Prometheus rules. Its own package from trixie on; on

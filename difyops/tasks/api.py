@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import shlex
 
-from invoke import Collection, task
+from invoke import Collection
+
+from .base import task
 from invoke.exceptions import Exit
 
-from .. import dev
+from .. import dev, envfile
 from ..devconfig import load_dev
 from . import dev as devtasks
+from .dev import err
 
 
 @task(default=True, help={"src": "the Dify checkout (default: DIFY_SRC or what dev.init used)",
@@ -31,13 +34,13 @@ def worker(c, src=None, queues=None, no_reload=False, detach=False):
 def migrate(c, src=None):
     """Apply the database migrations (uv run flask db upgrade)."""
     ds = load_dev(c, src)
-    devtasks.migrate_db(c, ds, dev.find_source(c, ds, clone=False))
+    dev.migrate_db(c, ds, dev.find_source(c, ds, clone=False), say=err.print)
 
 
 def _in_api(c, src, argv, pty=True):
     ds = load_dev(c, src)
-    checkout = devtasks._ready_checkout(c, ds, need_middleware=False)
-    env = dev.envfile.read(checkout / "api" / ".env") if (checkout / "api" / ".env").exists() else {}
+    checkout = dev.ready_checkout(c, ds, need_middleware=False)
+    env = envfile.read(checkout / "api" / ".env") if (checkout / "api" / ".env").exists() else {}
     with c.cd(str(checkout / "api")):
         result = c.run(shlex.join(argv), env=env, warn=True, pty=pty)
     if not result.ok:

@@ -8,12 +8,15 @@ import shlex
 import time
 from pathlib import Path
 
-from invoke import Collection, task
+from invoke import Collection
+
+from .base import task
 from rich.console import Console
 from rich.table import Table
 
 from .. import backup as bk
-from .. import envfile
+from .. import dotenv, envfile
+from .. import restore as rs
 from ..config import load_settings
 from ..errors import fail
 
@@ -39,26 +42,7 @@ def _config(settings):
 )
 def create(c, copy=None):
     """Back up databases, Redis, volumes and configuration, online."""
-    settings = load_settings(c)
-    cfg = _config(settings)
-    started = time.monotonic()
-    out.print(f"backing up stack {cfg.stack} into {cfg.folder} (the stack keeps serving)")
-    try:
-        set_dir = bk.create(c, settings, say=out.print)
-    except bk.BackupError as exc:
-        raise fail(f"{exc}; no set was written")
-    seconds = time.monotonic() - started
-    size = bk.dir_size(set_dir)
-    out.print(f"backup {set_dir.name}: {bk.human_bytes(size)} in {seconds:.1f}s, encrypted to "
-              f"{cfg.recipient[:16]}..., sha256 sums in {set_dir / bk.SUMS}")
-    if copy or (copy is None and cfg.restic_repository):
-        try:
-            bk.copy_off_host(c, settings, set_dir)
-        except bk.BackupError as exc:
-            raise fail(f"{exc} (the local set {set_dir.name} is complete)")
-        out.print(f"copied off the host to {cfg.restic_repository} (restic)")
-    metric = bk.write_textfile(cfg, time.time())
-    out.print(f"metric written to {metric}")
+    bk.create_and_record(c, load_settings(c), copy=copy, say=out.print)
 
 
 @task(name="list", help={"all_stacks": "also list sets of other stacks found in the backups folder"})
@@ -103,26 +87,96 @@ def verify(c, name=None):
     help={
         "name": "the set to restore (name or folder; default: the newest of this stack)",
         "other_stack": "accept a set made by another stack (moving to a new server)",
-        "config": "also put the backed-up .env in place (the current one is copied beside it first)",
+        "config": "also restore the set's settings: its .env (this server's folders and gateway binding kept), "
+                  "certificates and the PostgreSQL roles' passwords; on a server with no .env, deploy from the set",
+        "set": "with --config: KEY=VALUE to write into the restored .env instead of the set's (repeatable; on a "
+               "new server also where the backups folder and the identity are)",
+        "undo": "go back to the state before the last restore (while what it kept aside is still there)",
+        "drop_aside": "remove what finished restores keep aside (previous databases, volume content); no undo after",
         "yes": "do not ask for confirmation",
-    }
+    },
+    iterable=["set"],
 )
-def restore(c, name=None, other_stack=False, config=False, yes=False):
-    """Restore a set; refuses a damaged one before changing anything."""
+def restore(c, name=None, other_stack=False, config=False, set=None, undo=False, drop_aside=False, yes=False):
+    """Restore a set, all or nothing; refuses a damaged one before changing anything."""
     settings = load_settings(c)
-    cfg = _config(settings)
+    overrides = envfile.assignments(set)
+    if undo and drop_aside:
+        raise fail("--undo and --drop-aside go one at a time: undo first if you want the previous state back")
+    if undo or drop_aside:
+        if name or other_stack or config or overrides:
+            raise fail(f"--{'undo' if undo else 'drop-aside'} takes no set: it works on what restores recorded")
+        return _undo(c, settings, yes) if undo else _drop_aside(c, settings, yes)
+    target = _configured_stack(c)
+    fresh = not settings.env_file.exists()
     if not yes:
-        answer = input(f"Restore over stack {cfg.stack}? api and worker stop meanwhile. Type the stack name: ")
-        if answer.strip() != cfg.stack:
+        question = (f"Deploy a stack on this server from a backup set (no {settings.env_file.name} here)?"
+                    if fresh and config else
+                    f"Restore over stack {settings.stack}? api and worker stop meanwhile.")
+        expected = "yes" if fresh else settings.stack
+        answer = input(f"{question} Type {'yes' if fresh else 'the stack name'}: ")
+        if answer.strip() != expected:
             raise fail("not confirmed; nothing was changed")
     started = time.monotonic()
     try:
-        aside = bk.restore(c, settings, name, other_stack=other_stack, config=config, say=out.print)
+        aside = rs.restore(c, settings, name, other_stack=other_stack, config=config, say=out.print,
+                           target_stack=target, overrides=overrides)
+    except rs.RestoreFailed as exc:
+        raise fail(str(exc))
+    except bk.BackupError as exc:
+        raise fail(f"{exc}. Nothing was changed")
+    out.print(f"restored in {time.monotonic() - started:.1f}s.")
+    kept = [f"databases {', '.join(aside['databases'])}"] if aside["databases"] else []
+    kept += [f"{vol}:{path}" for vol, path in aside["volumes"].items()]
+    if aside["certs"]:
+        kept.append(aside["certs"])
+    if kept and not aside["fresh"]:
+        out.print("Kept aside until you drop them: " + "; ".join(kept)
+                  + (f" (and the previous .env, {aside['env_file']})" if aside["env_file"] else "") + ".")
+        out.print("`invoke backup.restore --undo` goes back to the state before this restore while they are there; "
+                  "`invoke backup.restore --drop-aside` removes them once you are satisfied.")
+
+
+def _configured_stack(c):
+    """The stack named in invoke configuration (difyops.stack), if any: a new server restores into it."""
+    try:
+        return (c.config.get("difyops") or {}).get("stack") or None
+    except AttributeError:
+        return None
+
+
+def _undo(c, settings, yes):
+    if not yes:
+        answer = input(f"Put stack {settings.stack} back as it was before its last restore? Type the stack name: ")
+        if answer.strip() != settings.stack:
+            raise fail("not confirmed; nothing was changed")
+    started = time.monotonic()
+    try:
+        journal = rs.undo(c, settings, say=out.print)
+    except rs.RestoreFailed as exc:
+        raise fail(str(exc))
+    except bk.BackupError as exc:
+        raise fail(f"{exc}. Nothing was changed")
+    stamp = journal.data["stamp"]
+    out.print(f"stack {settings.stack} is back as it was before the restore of {journal.data.get('set')} "
+              f"({time.monotonic() - started:.1f}s).")
+    if journal.data.get("state") == "undone":
+        out.print(f"What that restore had brought is kept aside (databases <db>_undone_{stamp}, "
+                  f"{rs.UNDONE}{stamp} inside the volumes): `invoke backup.restore --drop-aside` removes it.")
+
+
+def _drop_aside(c, settings, yes):
+    if not yes:
+        answer = input(f"Remove what restores of stack {settings.stack} keep aside (no undo afterwards)? "
+                       "Type the stack name: ")
+        if answer.strip() != settings.stack:
+            raise fail("not confirmed; nothing was removed")
+    try:
+        removed = rs.drop_aside(c, settings, say=out.print)
     except bk.BackupError as exc:
         raise fail(str(exc))
-    out.print(f"restored in {time.monotonic() - started:.1f}s. Kept aside until you remove them: "
-              f"databases {', '.join(aside['databases']) or '-'}; "
-              + "; ".join(f"{vol}:{path}" for vol, path in aside["volumes"].items()))
+    out.print(f"removed {len(removed)} kept-aside item(s)" + (f": {', '.join(removed)}" if removed else "")
+              + "; the previous .env copies (.env.bak.*) stay beside the .env")
 
 
 @task(
@@ -180,9 +234,7 @@ def keygen(c, force=False):
     if "AGE-SECRET-KEY-" not in identity_text or not public.startswith("age1"):
         raise fail("age-keygen gave no key: check the backup image")
     cfg.identity.parent.mkdir(parents=True, exist_ok=True)
-    if cfg.identity.exists():
-        envfile.backup(cfg.identity)
-    envfile.write_private(cfg.identity, identity_text)
+    dotenv.write_private(cfg.identity, identity_text, keep_backup=True)
     values = {"DIFYOPS_BACKUP_AGE_RECIPIENT": public}
     if not settings.get("DIFYOPS_BACKUP_RESTIC_PASSWORD"):
         values["DIFYOPS_BACKUP_RESTIC_PASSWORD"] = envfile.new_secret()
@@ -202,17 +254,19 @@ def schedule(c, install=False, cron_dir="/etc/cron.d"):
         text = bk.cron_entry(cfg)
     except bk.BackupError as exc:
         raise fail(str(exc))
+    when = time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(bk.next_run(cfg)))
     if not install:
         print(text, end="")
+        out.print(f"# next run: {when}")
         return
     target = Path(cron_dir) / f"difyops-backup-{cfg.stack}"
     if not target.parent.is_dir():
         raise fail(f"{target.parent} does not exist: is cron installed? (apt-get install cron)")
     if target.exists() and target.read_text() != text:
-        out.print(f"previous entry kept as {envfile.backup(target)}")
+        out.print(f"previous entry kept as {dotenv.backup(target)}")
     target.write_text(text)
     target.chmod(0o644)
-    out.print(f"installed {target}")
+    out.print(f"installed {target}; next run {when}")
 
 
 @task(help={"name": "the set (default: the newest of this stack)"})

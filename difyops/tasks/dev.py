@@ -6,42 +6,26 @@ import json
 import os
 import shlex
 import sys
-import time
 from pathlib import Path
 
-from invoke import Collection, task
+from invoke import Collection
+
+from .base import task
 from invoke.exceptions import Exit
 from rich.console import Console
 from rich.table import Table
 
-from .. import dev, paths
+from .. import dev, envfile, paths, polling, probes
 from ..devconfig import load_dev
 from ..errors import fail
 
 out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
 
 
 def _table_console() -> Console:
     console = Console(highlight=False)
     return console if console.is_terminal else Console(highlight=False, width=160)
-
-
-def _overrides(pairs) -> dict[str, str]:
-    values = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise fail(f"--set {pair!r} is not KEY=VALUE")
-        values[key.strip()] = value
-    return values
-
-
-def _fail_on(problems: list[str], what: str) -> None:
-    if problems:
-        for problem in problems[1:]:
-            dev.console.print(f"[red]problem:[/] {problem}")
-        raise fail(problems[0] if len(problems) == 1 else f"{problems[0]} (and {len(problems) - 1} more above); "
-                   f"{what}")
 
 
 def api_env(src: Path) -> dict[str, str]:
@@ -51,7 +35,7 @@ def api_env(src: Path) -> dict[str, str]:
         raise fail(f"{path} is missing: run `invoke dev.init` first")
     env = dict(os.environ)
     env.pop("VIRTUAL_ENV", None)  # uv uses the checkout's api/.venv
-    env.update(dev.envfile.read(path))
+    env.update(envfile.read(path))
     env.setdefault("FLASK_APP", "app.py")
     env["PYTHONUNBUFFERED"] = "1"
     return env
@@ -76,15 +60,15 @@ def _exit(code: int) -> None:
 def init(c, src=None, set=None, skip_install=False, no_web=False, viewer=False, update_connection=False):
     """Set up development: env files, middleware, dependencies, migrations."""
     ds = load_dev(c, src)
-    overrides = _overrides(set)
-    checkout = dev.find_source(c, ds)
-    _fail_on(dev.python_problems(c, checkout) + ([] if no_web else dev.node_problems(c, checkout)),
+    overrides = envfile.assignments(set)
+    checkout = dev.find_source(c, ds, say=err.print)
+    dev.fail_on(dev.python_problems(c, checkout) + ([] if no_web else dev.node_problems(c, checkout)),
              "nothing was changed")
-    _fail_on(dev.probes.docker_problems(c), "nothing was changed")
+    dev.fail_on(probes.docker_problems(c), "nothing was changed")
     overrides["DIFY_SRC"] = str(checkout)
     dev.ensure_middleware_env(ds, overrides)
     dev.profiles(ds, viewer)  # an unknown VECTOR_STORE fails here, before anything starts
-    _fail_on(dev.middleware_preflight(c, ds, viewer), "nothing was started")
+    dev.fail_on(dev.middleware_preflight(c, ds, viewer), "nothing was started")
 
     merges = [dev.merge_app_env(checkout / "api" / ".env", checkout / "api" / ".env.example",
                                 dev.api_env_values(ds), update_connection)]
@@ -99,55 +83,25 @@ def init(c, src=None, set=None, skip_install=False, no_web=False, viewer=False, 
             out.print(f"{rel}: kept your values; added {len(m.added)} key(s), filled {len(m.updated)}"
                       + (f" (backup {m.backup.name})" if m.backup else ""))
         if m.differing:
-            dev.console.print(f"[yellow]note:[/] {rel} sets {', '.join(m.differing)} otherwise than the "
+            err.print(f"[yellow]note:[/] {rel} sets {', '.join(m.differing)} otherwise than the "
                               "development middleware; kept (use --update-connection to replace them)")
 
-    dev.console.print("[bold]middleware[/]: starting and waiting for health")
+    err.print("[bold]middleware[/]: starting and waiting for health")
     seconds = dev.start_middleware(c, ds, viewer)
     out.print(f"middleware healthy in {seconds:.1f}s (project {ds.project})")
     if not skip_install:
         with c.cd(str(checkout / "api")):
-            dev.console.print("[bold]api[/]: uv sync")
+            err.print("[bold]api[/]: uv sync")
             if not c.run("uv sync", warn=True, pty=False).ok:
                 raise fail("`uv sync` failed in api/ (output above): fix it, then run `invoke dev.init` again")
         if not no_web:
             with c.cd(str(checkout / "web")):
-                dev.console.print("[bold]web[/]: pnpm install")
+                err.print("[bold]web[/]: pnpm install")
                 if not c.run("pnpm install", warn=True, pty=False).ok:
                     raise fail("`pnpm install` failed in web/ (output above): fix it, then run dev.init again")
-    migrate_db(c, ds, checkout)
+    dev.migrate_db(c, ds, checkout, say=err.print)
     out.print(f"ready: `invoke dev.up` runs api (:{ds.port('DEV_API_PORT', 5001)}), worker and web "
               f"(:{ds.port('DEV_WEB_PORT', 3000)})")
-
-
-def migrate_db(c, ds, checkout: Path) -> None:
-    problem = dev.middleware_down_problem(c, ds)
-    if problem:
-        raise fail(problem)
-    env = dev.envfile.read(checkout / "api" / ".env") if (checkout / "api" / ".env").exists() else None
-    if env is None:
-        raise fail(f"{checkout / 'api' / '.env'} is missing: run `invoke dev.init` first")
-    dev.console.print("[bold]api[/]: database migrations")
-    with c.cd(str(checkout / "api")):
-        result = c.run(shlex.join(dev.migrate_argv()), env={**env, "FLASK_APP": env.get("FLASK_APP", "app.py")},
-                       warn=True, pty=False)
-    if not result.ok:
-        raise fail("the database migration failed (output above)")
-
-
-def _ready_checkout(c, ds, need_python=True, need_node=False, need_middleware=True) -> Path:
-    checkout = dev.find_source(c, ds, clone=False)
-    problems = []
-    if need_python:
-        problems += dev.python_problems(c, checkout)
-    if need_node:
-        problems += dev.node_problems(c, checkout)
-    _fail_on(problems, "nothing was started")
-    if need_middleware:
-        problem = dev.middleware_down_problem(c, ds)
-        if problem:
-            raise fail(problem)
-    return checkout
 
 
 @task(help={"src": "the Dify checkout (default: DIFY_SRC or what dev.init used)",
@@ -158,7 +112,7 @@ def _ready_checkout(c, ds, need_python=True, need_node=False, need_middleware=Tr
 def start_api(c, src=None, port=None, detach=False, container_access=False):
     """Run the api: flask --debug on 127.0.0.1, reloading on every change."""
     ds = load_dev(c, src)
-    checkout = _ready_checkout(c, ds)
+    checkout = dev.ready_checkout(c, ds)
     port = int(port or ds.port("DEV_API_PORT", 5001))
     dev.port_free_or_fail(port, "DEV_API_PORT", ds)
     argv = dev.api_argv(port)
@@ -167,7 +121,7 @@ def start_api(c, src=None, port=None, detach=False, container_access=False):
         if gateway is None:
             raise fail("Docker's bridge gateway address is unknown (docker network inspect bridge): start "
                        "the api without --container-access")
-        if dev.probes.port_in_use(gateway, port):
+        if probes.port_in_use(gateway, port):
             raise fail(f"port {port} on {gateway} (Docker's host gateway) is already in use: stop what holds it "
                        "or pass --port")
         argv = dev.relay_argv(gateway, port, argv)
@@ -175,14 +129,14 @@ def start_api(c, src=None, port=None, detach=False, container_access=False):
 
 
 @task(help={"src": "the Dify checkout (default: DIFY_SRC or what dev.init used)",
-            "queues": "comma-separated Celery queues (default: Dify's self-hosted list)",
+            "queues": "comma-separated Celery queues (default: every queue of the release's entrypoint)",
             "no_reload": "do not restart the worker when a Python file changes",
             "detach": "run in the background (log in var/dev/logs/worker.log)"})
 def start_worker(c, src=None, queues=None, no_reload=False, detach=False):
     """Run the Celery worker on Dify's queues, restarted when code changes."""
     ds = load_dev(c, src)
-    checkout = _ready_checkout(c, ds)
-    argv = dev.worker_argv(checkout / "api", queues or dev.CELERY_QUEUES, reload=not no_reload)
+    checkout = dev.ready_checkout(c, ds)
+    argv = dev.worker_argv(checkout / "api", queues or dev.celery_queues(ds), reload=not no_reload)
     _exit(dev.run_app(ds, "worker", argv, checkout / "api", api_env(checkout), None, detach))
 
 
@@ -192,7 +146,7 @@ def start_worker(c, src=None, queues=None, no_reload=False, detach=False):
 def start_web(c, src=None, port=None, detach=False):
     """Run the web front end: `pnpm dev` on 127.0.0.1."""
     ds = load_dev(c, src)
-    checkout = _ready_checkout(c, ds, need_python=False, need_node=True, need_middleware=False)
+    checkout = dev.ready_checkout(c, ds, need_python=False, need_node=True, need_middleware=False)
     port = int(port or ds.port("DEV_WEB_PORT", 3000))
     dev.port_free_or_fail(port, "DEV_WEB_PORT", ds)
     env = dict(os.environ, PORT=str(port), HOSTNAME=dev.HOST)
@@ -201,11 +155,11 @@ def start_web(c, src=None, port=None, detach=False):
 
 @task(default=True, help={"src": "the Dify checkout (default: DIFY_SRC or what dev.init used)",
             "detach": "run in the background (log in var/dev/logs/up.log) and return once all answer",
-            "queues": "comma-separated Celery queues (default: Dify's self-hosted list)"})
+            "queues": "comma-separated Celery queues (default: every queue of the release's entrypoint)"})
 def up(c, src=None, detach=False, queues=None):
     """Run api, worker and web in one terminal, with prefixed coloured logs (honcho)."""
     ds = load_dev(c, src)
-    checkout = _ready_checkout(c, ds, need_node=True)
+    checkout = dev.ready_checkout(c, ds, need_node=True)
     if dev.running(ds, "up"):
         raise fail(f"dev.up is already running (pid {dev.running(ds, 'up').pid}): `invoke dev.stop` first")
     api_port, web_port = ds.port("DEV_API_PORT", 5001), ds.port("DEV_WEB_PORT", 3000)
@@ -215,7 +169,7 @@ def up(c, src=None, detach=False, queues=None):
         dev.port_free_or_fail(port, key, ds)
     ds.run_dir.mkdir(parents=True, exist_ok=True)
     procfile = ds.run_dir / "Procfile"
-    procfile.write_text(dev.procfile(ds, checkout, api_port, web_port, queues or dev.CELERY_QUEUES))
+    procfile.write_text(dev.procfile(ds, checkout, api_port, web_port, queues or dev.celery_queues(ds)))
     # The children find the same state folder; nothing else (no project .env) reaches them.
     child_env = ds.run_dir / "Procfile.env"
     child_env.write_text(f"INVOKE_DIFYOPS_DEV_DIR={ds.state_dir}\nINVOKE_DIFYOPS_DEV_STACK={ds.stack}\n")
@@ -226,17 +180,17 @@ def up(c, src=None, detach=False, queues=None):
         _exit(dev.run_app(ds, "up", argv, paths.ROOT, env, None))
         return
     dev.run_app(ds, "up", argv, paths.ROOT, env, None, detach=True)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
+    def all_up() -> bool:
         rows = {r.name: r for r in dev.app_rows(ds)}
         if dev.running(ds, "up") is None:
             raise fail(f"dev.up ended while starting: see {ds.log_dir / 'up.log'}")
-        if all(rows[n].state == "running" for n in dev.APPS) and rows["api"].health == "healthy" \
-                and rows["web"].health == "healthy":
-            out.print(f"api http://localhost:{api_port}, web http://localhost:{web_port}, worker running "
-                      f"(logs: invoke dev.logs)")
-            return
-        time.sleep(0.5)
+        return all(rows[n].state == "running" for n in dev.APPS) and rows["api"].health == "healthy" \
+            and rows["web"].health == "healthy"
+
+    if polling.until(all_up, 180, interval=0.5):
+        out.print(f"api http://localhost:{api_port}, web http://localhost:{web_port}, worker running "
+                  f"(logs: invoke dev.logs)")
+        return
     dev.stop_all(ds)
     raise fail(f"api, worker and web did not all come up within 180s; stopped them (see {ds.log_dir / 'up.log'})")
 
@@ -320,7 +274,7 @@ def reset(c, yes=False, no_start=False, src=None):
     seconds = dev.start_middleware(c, ds)
     out.print(f"middleware healthy again in {seconds:.1f}s")
     if ds.dify_src or (ds.state_dir / "dify").exists():
-        migrate_db(c, ds, dev.find_source(c, ds, clone=False))
+        dev.migrate_db(c, ds, dev.find_source(c, ds, clone=False), say=err.print)
 
 
 @task(help={"command": "run this SQL and exit instead of an interactive psql",

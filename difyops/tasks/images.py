@@ -9,7 +9,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from invoke import Collection, task
+from invoke import Collection
+
+from .base import task
 from rich.console import Console
 from rich.table import Table
 
@@ -36,35 +38,36 @@ def _tail(result) -> str:
     return "\n".join(text.strip().splitlines()[-TAIL_LINES:])
 
 
-def _ensure_base_image(c, settings, verbose: bool) -> None:
-    """Make the base image (images.BASE_IMAGE) when it is missing: debootstrap, the files of
-    images/base/rootfs added, docker import."""
-    if not probes.missing_images(c, [images.BASE_IMAGE]):
-        console.print(f"base image {images.BASE_IMAGE}: present")
+def _ensure_base_image(c, settings, verbose: bool, image: str = images.BASE_IMAGE) -> None:
+    """Make a base image (images.BASE_IMAGE, or another of images.BASE_SUITES) when it is missing:
+    debootstrap of its suite, the files of images/base/rootfs added, docker import."""
+    if not probes.missing_images(c, [image]):
+        console.print(f"base image {image}: present")
         return
-    problems = images.base_image_problems(os.geteuid(), shutil.which("debootstrap"))
+    problems = images.base_image_problems(os.geteuid(), shutil.which("debootstrap"), image)
     if problems:
         raise fail(problems[0])
+    suite = images.BASE_SUITES[image]
     mirror = images.debian_mirror(settings.env)
     workdir = Path(tempfile.mkdtemp(prefix="difyops-rootfs-", dir="/var/tmp"))
     rootfs = workdir / "rootfs"
     try:
-        console.print(f"base image {images.BASE_IMAGE}: debootstrap {images.DEBIAN_SUITE} from {mirror} (about 30 s)")
+        console.print(f"base image {image}: debootstrap {suite} from {mirror} (about 30 s)")
         started = time.monotonic()
-        result = c.run(shlex.join(images.debootstrap_argv(rootfs, mirror)), hide=not verbose, warn=True)
+        result = c.run(shlex.join(images.debootstrap_argv(rootfs, mirror, suite)), hide=not verbose, warn=True)
         if not result.ok:
             console.print(_tail(result))
             raise fail(
-                f"debootstrap of {images.DEBIAN_SUITE} from {mirror} failed: check that the mirror is "
+                f"debootstrap of {suite} from {mirror} failed: check that the mirror is "
                 f"reachable over http, or set {images.DEBIAN_MIRROR_SETTING} to a Debian mirror that is"
             )
         added = images.install_base_files(rootfs)
-        console.print(f"base image {images.BASE_IMAGE}: added {', '.join(added)}")
-        result = c.run(images.base_import_command(rootfs), hide=not verbose, warn=True)
+        console.print(f"base image {image}: added {', '.join(added)}")
+        result = c.run(images.base_import_command(rootfs, image), hide=not verbose, warn=True)
         if not result.ok:
             console.print(_tail(result))
-            raise fail(f"docker import of {images.BASE_IMAGE} failed: see the output above")
-        console.print(f"base image {images.BASE_IMAGE}: imported in {time.monotonic() - started:.0f} s")
+            raise fail(f"docker import of {image} failed: see the output above")
+        console.print(f"base image {image}: imported in {time.monotonic() - started:.0f} s")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -91,6 +94,8 @@ def build_local(c, only=None, standins=False, ca_bundle=None, no_cache=False, ve
         raise fail(str(exc))
     _require_docker(c)
     _ensure_base_image(c, settings, verbose)
+    for base in sorted({spec.local.base_image for spec in selected} - {images.BASE_IMAGE}):
+        _ensure_base_image(c, settings, verbose, base)  # e.g. bookworm for --only postgres15
     if ca is not None:
         console.print(f"extra CA bundle: {ca} (added to each image's trust store)")
 
@@ -113,7 +118,7 @@ def build_local(c, only=None, standins=False, ca_bundle=None, no_cache=False, ve
                 )
             console.print(f"[{number}/{total}] {spec.local.tag}: built in {time.monotonic() - started:.0f} s")
 
-    built = [spec for spec in selected if not spec.local.test_double]
+    built = [spec for spec in selected if not spec.local.test_double and spec not in images.ON_REQUEST]
     doubles = [spec for spec in selected if spec.local.test_double]
     if built:
         console.print("\nTo run the bundle on these images, put these lines in .env:")
@@ -184,6 +189,9 @@ def list_(c, env_file=None):
     resolved = images.resolve(settings.env)
     _require_docker(c)
     missing = set(probes.missing_images(c, [item.ref for item in resolved]))
+    release = images.release_of(settings.env)
+    set_name = f"dify-{release.release}" if release else f"none for DIFY_VERSION={images.dify_version(settings.env)}"
+    console.print(f"release set: {set_name}")
     table = Table(title=f"images of stack {settings.stack} ({settings.env_file})")
     table.add_column("variable")
     table.add_column("image", overflow="fold")  # a ref is never cut short

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from invoke import Collection, task
+from invoke import Collection
+
+from .base import task
 from rich.console import Console
 from rich.table import Table
 
-from .. import dev
+from .. import dev, envfile
 from ..devconfig import load_dev
 from ..errors import fail
 
@@ -25,9 +27,7 @@ def _settings(c, overrides=None):
             "set": "KEY=VALUE for var/dev/middleware.env (ports, images, VECTOR_STORE); repeatable"})
 def start(c, viewer=False, timeout=None, set=None):
     """Start the development middleware and wait until it is healthy."""
-    from .dev import _overrides
-
-    ds = _settings(c, _overrides(set))
+    ds = _settings(c, envfile.assignments(set))
     seconds = dev.start_middleware(c, ds, viewer, timeout=int(timeout) if timeout else None)
     out.print(f"middleware {ds.project} healthy in {seconds:.1f}s")
     if viewer:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import shlex
 import time
 
-from invoke import Collection, task
+from invoke import Collection
+
+from .base import task
 from rich.console import Console
 from rich.table import Table
 

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import json as jsonlib
 import shlex
 import sys
 import time
 
-from invoke import Collection, task
+from invoke import Collection
+
+from .base import task
 from rich.console import Console
 from rich.table import Table
 
 from .. import clusters as cl
-from .. import logfilter, releases, rollout, stack
+from .. import backup, logfilter, releases, rollout, stack, units
 from ..config import load_settings
-from ..errors import fail, refuse
+from ..errors import Refused, fail, refuse
 from ..stdin import TextInput
 
 out = Console(highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)  # progress: one line each
 
 
 def _table_console() -> Console:
@@ -33,8 +37,8 @@ def _select(names):
 
 
 def _preflight_or_exit(c, settings, selected):
-    stack.console.print("[bold]pre-flight[/]: Docker, Compose, .env, ports, images (nothing is changed yet)")
-    problems = stack.preflight(c, settings, selected)
+    err.print("[bold]pre-flight[/]: Docker, Compose, .env, ports, images (nothing is changed yet)")
+    problems = stack.preflight(c, settings, selected, say=err.print)
     refuse(problems, "nothing was started")
 
 
@@ -63,10 +67,10 @@ def deploy(c, clusters=None, timeout=None, target="compose", context=None):
     stack.ensure_shared(c, settings, selected)
     timings = []
     for cluster in selected:
-        stack.console.print(f"[bold]{cluster.name}[/]: starting ({cluster.summary}) and waiting for health")
-        seconds = stack.up(c, settings, cluster, timeout=timeout)
+        err.print(f"[bold]{cluster.name}[/]: starting ({cluster.summary}) and waiting for health")
+        seconds = stack.up(c, settings, cluster, timeout=timeout, say=err.print)
         timings.append((cluster.name, seconds))
-        stack.console.print(f"[green]{cluster.name}[/]: healthy in {seconds:.1f}s")
+        err.print(f"[green]{cluster.name}[/]: healthy in {seconds:.1f}s")
     summary = ", ".join(f"{name} {secs:.1f}s" for name, secs in timings)
     releases.record(settings, "deploy", "ok", clusters=[x.name for x in selected],
                     to=rollout.release_images(settings.env), seconds=round(time.monotonic() - started, 1))
@@ -81,7 +85,7 @@ def up(c, cluster, timeout=None):
     _preflight_or_exit(c, settings, selected)
     stack.ensure_shared(c, settings, selected)
     for item in selected:
-        seconds = stack.up(c, settings, item, timeout=timeout)
+        seconds = stack.up(c, settings, item, timeout=timeout, say=err.print)
         out.print(f"{item.name}: healthy in {seconds:.1f}s")
 
 
@@ -92,7 +96,7 @@ def restart(c, cluster, timeout=None):
     selected = _select(cluster)
     _preflight_or_exit(c, settings, selected)
     for item in selected:
-        seconds = stack.up(c, settings, item, timeout=timeout, recreate=True)
+        seconds = stack.up(c, settings, item, timeout=timeout, recreate=True, say=err.print)
         out.print(f"{item.name}: recreated and healthy in {seconds:.1f}s")
 
 
@@ -116,7 +120,7 @@ def down(c, clusters, volumes=False, yes=False):
             raise fail("not confirmed; nothing was deleted")
     for item in reversed(selected):
         stack.down(c, settings, item)
-        stack.console.print(f"{item.name}: down")
+        err.print(f"{item.name}: down")
     if everything:
         stack.remove_shared(c, settings, volumes=volumes)
         out.print(f"stack {settings.stack} is down" + (" and its data volumes are deleted" if volumes else ""))
@@ -124,19 +128,24 @@ def down(c, clusters, volumes=False, yes=False):
 
 @task(help={"clusters": "comma-separated clusters to show (default: all)",
             "target": "compose (this host, the default) or swarm (the stacks on a Swarm manager)",
-            "context": "with --target swarm: the Docker context of the Swarm manager"})
-def status(c, clusters=None, target="compose", context=None):
+            "context": "with --target swarm: the Docker context of the Swarm manager",
+            "json": "print a JSON array, one object per service, instead of a table"})
+def status(c, clusters=None, target="compose", context=None, json=False):
     """Show a table of every service: cluster, state, health, replicas, ports."""
     if target == "swarm":
         from .swarm import status as swarm_status
 
-        return swarm_status(c, clusters=clusters, context=context)
+        return swarm_status(c, clusters=clusters, context=context, json=json)
     if target != "compose":
         raise fail(f"unknown target {target!r}: choose compose or swarm")
     if context:
         raise fail("--context goes with --target swarm; for Compose on another host set DOCKER_CONTEXT=NAME")
     settings = load_settings(c)
     rows = stack.status_rows(c, settings, _select(clusters))
+    if json:
+        print(jsonlib.dumps([row.as_json() for row in rows], indent=1))
+        return
+    out.print(f"release set: {stack.release_set_name(settings)}")
     table = Table(title=f"stack {settings.stack}")
     for column in ("cluster", "service", "state", "health", "replicas", "ports"):
         table.add_column(column)
@@ -145,7 +154,7 @@ def status(c, clusters=None, target="compose", context=None):
         health = row.health
         colour = colours.get(health)
         table.add_row(row.cluster, row.service, row.state,
-                      f"[{colour}]{health}[/]" if colour else health, row.replicas, row.ports)
+                      f"[{colour}]{health}[/]" if colour else health, f"{row.running}/{row.total}", " ".join(row.ports))
     _table_console().print(table)
 
 
@@ -182,50 +191,54 @@ def logs(c, clusters, service=None, follow=False, tail="200", since=None, level=
         if service:
             args.append(service)
         if stream is None:
-            stack.run_compose(c, settings, item, *args, warn=True, pty=False)
+            units.run_compose(c, settings, item, *args, warn=True, pty=False)
         else:
-            stack.run_compose(c, settings, item, *args, warn=True, pty=False, out_stream=stream)
+            units.run_compose(c, settings, item, *args, warn=True, pty=False, out_stream=stream)
             stream.flush()
 
 
-def _backup_hook(c):
-    """The backup task, when a `backup` namespace with a `create` task is in the root collection."""
-    from . import ns as root
-
-    backup_ns = root.collections.get("backup")
-    task_obj = backup_ns.tasks.get("create") if backup_ns is not None else None
-
-    def run():
-        if task_obj is None:
-            stack.console.print("[yellow]backup[/]: skipped (no `backup.create` task in this bundle); "
-                                "take one yourself before upgrading production")
-            return
-        stack.console.print("[bold]backup[/]: invoke backup.create")
-        task_obj(c)
-
-    return run
-
-
 @task(
+    iterable=["image"],
     help={
-        "version": "the Dify release to move to (sets DIFY_VERSION, e.g. 1.13.4)",
+        "version": "the Dify release to move to (its release set: every Dify image, new services, secrets, routes)",
         "api_image": "explicit api (and worker) image ref instead of --version",
         "web_image": "explicit web image ref instead of --version",
+        "image": "with --version: KEY=REF for an image of the release .env pins (repeatable), "
+                 "e.g. DIFY_PLUGIN_DAEMON_IMAGE=mirror.example/langgenius/dify-plugin-daemon:0.6.3-local",
         "timeout": "seconds each new replica may take to become healthy before rolling back",
         "no_backup": "do not call backup.create first",
+        "target": "compose (this host, the default) or swarm (the stacks on a Swarm manager)",
+        "context": "with --target swarm: the Docker context of the Swarm manager",
     }
 )
-def upgrade(c, version=None, api_image=None, web_image=None, timeout=None, no_backup=False):
-    """Upgrade api, web and workers with no failed request; rolls back by itself on failure."""
+def upgrade(c, version=None, api_image=None, web_image=None, image=None, timeout=None, no_backup=False,
+            target="compose", context=None):
+    """Upgrade to a Dify release (or api/web images) with no failed request; rolls back by itself on failure."""
+    if target not in ("compose", "swarm"):
+        raise fail(f"unknown target {target!r}: choose compose or swarm")
+    if context and target != "swarm":
+        raise fail("--context goes with --target swarm; for Compose on another host set DOCKER_CONTEXT=NAME")
     settings = load_settings(c)
     if not (version or api_image or web_image):
         raise fail("say what to upgrade to: --version X, or --api-image/--web-image")
     try:
-        updates = releases.version_updates(settings.env, version, api_image, web_image)
+        updates, problems = rollout.release_updates(settings.env, version, api_image, web_image, image)
     except ValueError as exc:
         raise fail(str(exc))
+    if target == "swarm":
+        from .. import rollout_swarm
+
+        entry = rollout_swarm.upgrade(c, settings, updates, context, timeout=int(timeout) if timeout else None,
+                                      say=err.print, update_problems=problems)
+        out.print(f"upgraded stack {settings.stack} on Swarm in {entry['seconds']}s")
+        return
+
+    def take_backup():
+        err.print("[bold]backup[/]: backup.create")
+        backup.create_and_record(c, settings, say=out.print)
+
     entry = rollout.upgrade(c, settings, updates, "upgrade", timeout=int(timeout) if timeout else None,
-                            backup=None if no_backup else _backup_hook(c))
+                            backup=None if no_backup else take_backup, say=err.print, update_problems=problems)
     out.print(f"upgraded stack {settings.stack} in {entry['seconds']}s")
 
 
@@ -234,15 +247,14 @@ def rollback(c, timeout=None):
     """Go back to the release before the last upgrade (refused if the database moved past it)."""
     settings = load_settings(c)
     updates = rollout.rollback_updates(settings)
-    entry = rollout.upgrade(c, settings, updates, "rollback", timeout=int(timeout) if timeout else None)
+    entry = rollout.upgrade(c, settings, updates, "rollback", timeout=int(timeout) if timeout else None,
+                            say=err.print)
     out.print(f"rolled stack {settings.stack} back in {entry['seconds']}s")
 
 
 @task(help={"limit": "show only the last N entries", "json": "print JSON lines instead of a table"})
 def history(c, limit=20, json=False):
     """Show the deploy history: deploys, upgrades, rollbacks, scaling."""
-    import json as jsonlib
-
     settings = load_settings(c)
     entries = releases.history(settings)[-int(limit):]
     if json:
@@ -274,11 +286,11 @@ def scale(c, replicas, timeout=None):
     """Set replica counts of api, web and worker groups (api=2,web=2,worker=3)."""
     settings = load_settings(c)
     try:
-        known = [u.key for u in rollout.units(settings)]
+        known = [u.key for u in units.units(settings)]
     except ValueError as exc:
         raise fail(str(exc))
     counts = rollout.parse_scale([replicas], known)
-    rollout.scale(c, settings, counts, timeout=int(timeout) if timeout else None)
+    rollout.scale(c, settings, counts, timeout=int(timeout) if timeout else None, say=err.print)
     out.print("scaled " + ", ".join(f"{k}={v}" for k, v in counts.items()))
 
 
@@ -289,10 +301,8 @@ def check(c, env_file=None):
 
     settings = load_settings(c, env_file)
     problems = hardening.check(c, settings)
-    for problem in problems:  # plain lines, never wrapped: one line per problem
-        print(f"problem: {problem}", file=sys.stderr)
-    if problems:
-        raise fail(f"prod.check found {len(problems)} problem(s) in {settings.env_file}")
+    if problems:  # plain lines, never wrapped: one line per problem
+        raise Refused(f"prod.check found {len(problems)} problem(s) in {settings.env_file}", problems)
     out.print(f"{settings.env_file}: fit for production")
 
 

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json as jsonlib
 import time
 
-from invoke import Collection, task
+from invoke import Collection
+
+from .base import task
 from rich.console import Console
 from rich.table import Table
 
 from .. import clusters as cl
-from .. import probes, swarm
+from .. import stack, swarm
 from ..config import load_settings
-from ..errors import DifyopsError, fail, refuse
+from ..errors import DifyopsError, fail
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -24,11 +27,11 @@ def _select(names):
         selected = cl.select(names)
     except cl.UnknownCluster as exc:
         raise fail(str(exc))
-    missing = [x.name for x in selected if not swarm.overlay_file(x).exists()]
+    missing = [x.name for x in selected if not cl.swarm_overlay(x).exists()]
     if missing:
         raise fail(f"cluster(s) {', '.join(missing)} have no Swarm overlay yet (compose/swarm/<cluster>.yml): "
                    f"deploy them with Compose, or choose from "
-                   f"{', '.join(x for x in cl.CLUSTERS if swarm.overlay_file(cl.CLUSTERS[x]).exists())}")
+                   f"{', '.join(x for x in cl.CLUSTERS if cl.swarm_overlay(cl.CLUSTERS[x]).exists())}")
     return selected
 
 
@@ -37,44 +40,9 @@ def deploy_to_swarm(c, clusters=None, timeout=None, context=None):
     settings = load_settings(c)
     selected = _select(clusters)
     started = time.monotonic()
-    where = f"context {context}" if context else "the local engine"
-    err.print(f"[bold]pre-flight[/]: Swarm manager ({where}), .env, node labels (nothing is changed yet)")
-    problems = probes.env_problems(settings)
-    stack_files = {}
-    if not problems:
-        for cluster in selected:  # render every cluster first: a bad file changes nothing
-            try:
-                stack_files[cluster.name] = swarm.to_stack(swarm.render(c, settings, cluster),
-                                                           swarm.stack_name(settings, cluster), settings.env)
-            except DifyopsError as exc:
-                problems.append(str(exc))
-    roles = swarm.required_roles(stack_files.values())
-    unknown = sorted(roles - set(swarm.ROLES))
-    problems += [f"a placement constraint asks for node role {role!r}, which is not one of "
-                 f"{', '.join(swarm.ROLES)} (check PLUGIN_DAEMON_SWARM_ROLE in .env)" for role in unknown]
-    # Reachability always; node labels for the roles the stacks' constraints name.
-    problems += swarm.swarm_problems(c, context, roles - set(unknown))
-    refuse(problems, "nothing was deployed")
-    for name, stack_file in stack_files.items():
-        if stack_file.dropped:
-            err.print(f"[yellow]{name}[/]: Swarm ignores {'; '.join(stack_file.dropped)}")
-    wait = int(timeout or settings.wait_timeout)
-    timings = []
-    try:
-        swarm.ensure_networks(c, settings, selected, context)
-        for cluster in selected:
-            err.print(f"[bold]{cluster.name}[/]: stack {swarm.stack_name(settings, cluster)} "
-                      f"({cluster.summary}), waiting until every replica is healthy")
-            mark = time.monotonic()
-            swarm.deploy_cluster(c, settings, cluster, context, wait, stack_file=stack_files[cluster.name],
-                                 progress=lambda line: err.print(f"  [dim]{line}[/]"))
-            timings.append((cluster.name, time.monotonic() - mark))
-            err.print(f"[green]{cluster.name}[/]: converged in {timings[-1][1]:.1f}s")
-            for warning in swarm.crowded(c, swarm.stack_name(settings, cluster), context):
-                err.print(f"[yellow]warning[/]: {warning}")
-    except DifyopsError as exc:
-        raise fail(str(exc))
+    timings = swarm.deploy(c, settings, selected, context, int(timeout or settings.wait_timeout), say=err.print)
     summary = ", ".join(f"{name} {secs:.1f}s" for name, secs in timings)
+    where = f"context {context}" if context else "the local engine"
     out.print(f"deployed stack {settings.stack} to Swarm ({where}) in {time.monotonic() - started:.1f}s ({summary})")
 
 
@@ -104,16 +72,25 @@ def label(c, node, roles, remove=False, context=None):
 
 
 @task(help={"clusters": "comma-separated clusters to show (default: all with a Swarm overlay)",
-            "context": CONTEXT_HELP})
-def status(c, clusters=None, context=None):
+            "context": CONTEXT_HELP,
+            "json": "print a JSON array, one object per service, instead of a table"})
+def status(c, clusters=None, context=None, json=False):
     """Show each stack's services: replicas running/desired and the state of the last update."""
     settings = load_settings(c)
-    selected = _select(clusters) if clusters else [x for x in cl.CLUSTERS.values() if swarm.overlay_file(x).exists()]
+    selected = _select(clusters) if clusters else [x for x in cl.CLUSTERS.values() if cl.swarm_overlay(x).exists()]
+    found = [(cluster, swarm.service_states(c, swarm.stack_name(settings, cluster), context)) for cluster in selected]
+    if json:  # "service": the name in the cluster's stack (api, not <stack>-api_api)
+        print(jsonlib.dumps([{"cluster": cluster.name,
+                              "service": s.name.removeprefix(swarm.stack_name(settings, cluster) + "_"),
+                              "replicas": {"running": s.running, "desired": s.desired}, "update": s.update,
+                              "release_set": stack.release_set_name(settings)}
+                             for cluster, states in found for s in states], indent=1))
+        return
+    out.print(f"release set: {stack.release_set_name(settings)}")
     table = Table(title=f"stack {settings.stack} on Swarm")
     for column in ("cluster", "service", "replicas", "update"):
         table.add_column(column)
-    for cluster in selected:
-        states = swarm.service_states(c, swarm.stack_name(settings, cluster), context)
+    for cluster, states in found:
         if not states:
             table.add_row(cluster.name, "-", "absent", "")
         for s in states:
@@ -133,7 +110,7 @@ def down(c, clusters, context=None):
     """Remove the stacks of a Swarm deployment (`all`: also its networks and secrets)."""
     settings = load_settings(c)
     everything = clusters == "all"
-    selected = ([x for x in cl.CLUSTERS.values() if swarm.overlay_file(x).exists()] if everything
+    selected = ([x for x in cl.CLUSTERS.values() if cl.swarm_overlay(x).exists()] if everything
                 else _select(clusters))
     swarm.remove(c, settings, selected, context, networks=everything)
     out.print(f"stack {settings.stack}: removed from Swarm ({', '.join(x.name for x in selected)}); volumes kept")

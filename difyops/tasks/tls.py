@@ -6,10 +6,12 @@ import shlex
 import time
 from pathlib import Path
 
-from invoke import Collection, task
+from invoke import Collection
+
+from .base import task
 
 from .. import clusters as cl
-from .. import stack, tls
+from .. import tls, units
 from ..config import load_settings
 from ..errors import fail
 
@@ -42,9 +44,9 @@ def self_signed(c, name=None, days=30, force=False):
     if not 0 < days <= 825:
         raise fail(f"--days {days} is out of range: choose 1 to 825")
     try:
-        tls.self_signed(c, cert, key, common, days)
-    except RuntimeError as exc:
-        raise fail(f"openssl could not make the pair ({exc}): install openssl and retry")
+        tls.self_signed(cert, key, common, days)
+    except OSError as exc:
+        raise fail(f"could not write {cert} or {key}: {exc.strerror or exc}")
     print(f"wrote {cert} and {key} (mode 0600) for {common}, valid {days} days; "
           "set NGINX_HTTPS_ENABLED=true and redeploy the gateway")
 
@@ -62,9 +64,9 @@ def expiry(c, warn_days=14, cert=None):
     if path is None or not path.is_file():
         raise fail(f"no certificate at {path or settings.get('NGINX_SSL_CERT_FILENAME', 'dify.crt')}: "
                    "check NGINX_SSL_CERT_FILENAME and NGINX_SSL_DIR")
-    when = tls.not_after(c, path)
+    when = tls.not_after(path)
     if when is None:
-        raise fail(f"{path} is not a PEM certificate openssl can read")
+        raise fail(f"{path} is not a PEM certificate")
     left = tls.days_left(when)
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(when))
     print(f"{path}: expires {stamp}, {left} day(s) left")
@@ -77,11 +79,11 @@ def reload(c):
     """Test the gateway's config and reload nginx gracefully (after replacing certificate files)."""
     settings = load_settings(c)
     gateway = cl.CLUSTERS["gateway"]
-    tested = stack.run_compose(c, settings, gateway, "exec", "-T", "nginx", "nginx", "-t", hide=True, warn=True)
+    tested = units.run_compose(c, settings, gateway, "exec", "-T", "nginx", "nginx", "-t", hide=True, warn=True)
     if not tested.ok:
         last = (tested.stderr.strip().splitlines() or ["gateway not running"])[-1]
         raise fail(f"nginx -t fails in the gateway ({last}); the running config is kept")
-    stack.run_compose(c, settings, gateway, "exec", "-T", "nginx", "nginx", "-s", "reload", hide=True)
+    units.run_compose(c, settings, gateway, "exec", "-T", "nginx", "nginx", "-s", "reload", hide=True)
     print(f"gateway of stack {shlex.quote(settings.stack)} reloaded")
 
 

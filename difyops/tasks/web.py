@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import shlex
 
-from invoke import Collection, task
+from invoke import Collection
+
+from .base import task
 from invoke.exceptions import Exit
 
 from .. import dev
@@ -22,7 +24,7 @@ def start(c, src=None, port=None, detach=False):
 
 def _pnpm(c, src, *args, pty=False):
     ds = load_dev(c, src)
-    checkout = devtasks._ready_checkout(c, ds, need_python=False, need_node=True, need_middleware=False)
+    checkout = dev.ready_checkout(c, ds, need_python=False, need_node=True, need_middleware=False)
     with c.cd(str(checkout / "web")):
         result = c.run(shlex.join(["pnpm", *args]), warn=True, pty=pty)
     if not result.ok:

@@ -24,6 +24,7 @@ dependencies = [
   "celery>=5.3",
   "redis>=5.0",
   "psycopg2-binary>=2.9",
+  "sqlalchemy>=2.0,<2.1",  # the pool Dify builds its engine with (standin/db.py)
   "psycogreen>=1.0",
   "pytest>=8.0",
 ]
@@ -139,7 +140,7 @@ def build(dest: Path) -> Path:
     (api / "tests" / "unit_tests" / "test_smoke.py").write_text(
         "def test_app_module_imports_config():\n"
         "    from standin import config\n"
-        "    assert config.DEFAULT_QUEUES.startswith('dataset')\n")
+        "    assert 'workflow_based_app_execution' in config.DEFAULT_QUEUES.split(',')\n")
     web = dest / "web"
     (web / "src").mkdir(parents=True)
     (web / "src" / "page.txt").write_text("page v1\n")

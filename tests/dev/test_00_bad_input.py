@@ -8,8 +8,8 @@ import socket
 import sys
 from pathlib import Path
 
-from conftest import make_env
-from smokelib import check
+from devenv import make_env
+from testkit import check, owned
 
 
 def refused(name, result, needle, env=None, changed=()):
@@ -18,7 +18,8 @@ def refused(name, result, needle, env=None, changed=()):
     ok = result.returncode != 0 and needle in text and "Traceback" not in text and last.startswith("error:")
     leftovers = []
     if env is not None:
-        leftovers = env.containers() + [str(p) for p in changed if Path(p).exists()]
+        leftovers = [n for names in owned(env.stack).values() for n in names] + [str(p) for p in changed
+                                                                                 if Path(p).exists()]
     check(name, ok and not leftovers, f"exit {result.returncode}: {last}" + (f"; left {leftovers}" if leftovers else ""))
 
 

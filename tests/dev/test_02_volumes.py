@@ -11,8 +11,8 @@ import subprocess
 import time
 
 import pytest
-from conftest import LOCAL_IMAGES, make_env
-from smokelib import check, record
+from devenv import LOCAL_IMAGES, make_env
+from testkit import check, record
 
 UNMAPPED = ("/var/log/squid", "/var/spool/squid")
 STATE: dict = {}

@@ -16,10 +16,9 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "smoke"))
 
 from halib import HaStack  # noqa: E402
-from smokelib import check, record  # noqa: E402
+from testkit import check, record  # noqa: E402
 
 CLUSTERS = "data,support,api,worker"
 
@@ -29,9 +28,9 @@ def ha_stack() -> HaStack:
     reuse = os.environ.get("DIFYOPS_HA_REUSE_ENV")
     if reuse:
         env_file = Path(reuse)
-        from difyops import config
+        from difyops import envfile
 
-        yield HaStack(config.read_env(env_file)["DIFYOPS_STACK"], env_file, reused=True)
+        yield HaStack(envfile.read(env_file)["DIFYOPS_STACK"], env_file, reused=True)
         return
     stack = HaStack.create()
     started = time.monotonic()

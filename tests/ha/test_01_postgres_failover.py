@@ -1,11 +1,19 @@
 """HA PostgreSQL: Patroni elects a leader with a synchronous replica; HAProxy's fronts route writes
-to the leader and reads to the replicas; pgvector works; killing the leader under a steady write
-load loses no acknowledged write; the old leader rejoins as a replica; the stand-in's api answers."""
+to the leader and reads to the replicas; pgvector works; losing the leader for good under load
+(clients with no timeouts, the stand-in api's Dify-shaped pool) leaves no session hanging past the
+bound, service comes back within the failover bound and loses no acknowledged write; the old
+leader, brought back, rejoins as a replica; the stand-in's api answers. The leader is lost twice:
+killed (issue 15's scenario), then its host gone."""
 
 from __future__ import annotations
 
-from halib import sh
-from smokelib import check
+import secrets
+import time
+
+from halib import PG_IDLE, PSQL_BUSY, PSQL_WRITER, ClientLoad, lose_node, restore_node, sh
+from testkit import check
+
+from difyops.ha import FAILOVER_BOUND_SECONDS, SESSION_CUT_SECONDS
 
 WRITES_TABLE = "ha_failover_writes"
 
@@ -52,32 +60,121 @@ def test_pgvector_on_the_ha_cluster(ha_stack):
     check("the vectors are on the replica (read-only endpoint)", replica, replica)
 
 
-def test_leader_killed_under_write_load_loses_no_acknowledged_write(ha_stack):
-    from halib import measure_failover
+def _wait_until(predicate, deadline: float, every: float = 0.5) -> bool:
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(every)
+    return predicate()
 
-    result = measure_failover(ha_stack, WRITES_TABLE)
-    acked = result["acked"]
-    present_rows = ha_stack.psql(f"SELECT id FROM {WRITES_TABLE}")
-    present = {int(x) for x in present_rows.stdout.split()}
-    missing = sorted(acked - present)
-    print(f"COUNTS postgres failover: acknowledged={len(acked)} (before kill {result['acked_before_kill']}) "
-          f"failed attempts={result['errors']} rows present={len(present)} acknowledged but missing={len(missing)} "
-          f"old leader={result['old_leader']} new leader={result['new_leader']} "
-          f"first write after the kill={result['seconds_to_first_write']:.1f}s")
-    check("writes resume on a new leader after the leader is killed",
-          result["new_leader"] not in (None, result["old_leader"]) and len(acked) > result["acked_before_kill"],
-          f"{result['old_leader']} -> {result['new_leader']}, {len(acked) - result['acked_before_kill']} acks after the kill")
-    check("synchronous replication: every acknowledged write is present after the failover",
-          not missing and present_rows.returncode == 0,
-          f"{len(acked)} acknowledged, {len(present)} present, missing {missing[:10]}")
-    ha_stack.failover = result  # read by the tests below
+
+def _bring_back_the_lost_leader(ha_stack) -> None:
+    """Before another loss: the node lost last is started again and is the synchronous standby
+    (with synchronous_mode only that one may be promoted)."""
+    lost = getattr(ha_stack, "failover", None)
+    if not lost:
+        return
+    container = ha_stack.container("data", lost["old_leader"])
+    if not ha_stack.running(container):
+        if lost["networks"]:
+            restore_node(container, lost["networks"])
+        else:
+            sh(["docker", "start", container], check=True)
+    ha_stack.wait_for(f"{lost['old_leader']} to be the synchronous standby again", lambda: any(
+        m["name"] == lost["old_leader"] and m.get("role") == "sync_standby" and m.get("state") == "streaming"
+        for m in ha_stack.cluster_state()["members"]), 180, 2)
+
+
+def _leader_lost_under_load(ha_stack, how: str, table: str) -> None:
+    """The leader lost for good (`killed`: SIGKILL, as in issue 15; `host gone`: off every network
+    first, so no FIN or RST reaches anyone, then SIGKILL) while clients that set no timeouts write
+    through db_postgres (six psql loops, a connection per INSERT; the stand-in api with its
+    Dify-shaped pool, three requests at a time) and hold a busy and an idle session. Several
+    connections are being opened at the moment of the loss: a session caught connecting is what
+    HAProxy used to leave waiting."""
+    created = ha_stack.psql(f"CREATE TABLE IF NOT EXISTS {table} (id bigint PRIMARY KEY, at timestamptz DEFAULT now())")
+    assert created.returncode == 0, created.stderr
+    old = ha_stack.leader()
+    assert old, "no Patroni leader before the loss"
+    tag = f"failover-{secrets.token_hex(3)}"
+    writers = {
+        "psql writers": ClientLoad.psql(ha_stack, "writer", PSQL_WRITER, TABLE=table, WRITERS="6",
+                                        MAX_ATTEMPTS="20000", MAX_SECONDS="300"),
+        "api writers": ClientLoad.api(ha_stack, "apiload", TAG=tag, WRITERS="3", MAX_ATTEMPTS="20000",
+                                      MAX_SECONDS="300"),
+    }
+    sessions = {
+        "busy session": ClientLoad.psql(ha_stack, "busy", PSQL_BUSY, MAX_SECONDS="600"),
+        "idle session": ClientLoad.python(ha_stack, "idle", PG_IDLE, MAX_SECONDS="600"),
+    }
+    clients = {**writers, **sessions}
+    networks: dict = {}
+    try:
+        for client in clients.values():
+            client.start()
+        ha_stack.wait_for("both writers acknowledged and both sessions open", lambda: all(
+            len(w.acked()) >= 20 for w in writers.values()) and all(s.attempts() for s in sessions.values()), 120, 0.5)
+        container = ha_stack.container("data", old)
+        if how == "host gone":
+            lost_at, networks = lose_node(ha_stack, container)
+        else:
+            sh(["docker", "kill", container], check=True)
+            lost_at = time.time()  # dead from here on (a write acknowledged before this was not lost)
+        # Done when every writer is back (10 acknowledged writes begun after the loss) and every
+        # session opened before it has ended; bounded: the failover bound plus the cut bound.
+        _wait_until(lambda: all(len(w.acks_started_after(lost_at)) >= 10 for w in writers.values())
+                    and not any(s.waiting() for s in sessions.values()),
+                    lost_at + FAILOVER_BOUND_SECONDS + SESSION_CUT_SECONDS)
+        longest = {label: c.longest_after(lost_at) for label, c in clients.items()}
+        back = {label: w.back_after(lost_at) for label, w in writers.items()}
+        outcome = {label: (s.attempts()[0].outcome or "still open") for label, s in sessions.items()}
+    finally:
+        for client in clients.values():
+            client.stop()
+        ha_stack.failover = {"old_leader": old, "networks": networks}  # read by the tests below
+    new = ha_stack.leader(exclude=old)
+    for label, (seconds, attempt) in longest.items():
+        state = "still waiting" if attempt and attempt.end is None else (attempt.outcome if attempt else "-")
+        print(f"SECONDS postgres leader {how}: {label}: longest session past the loss {seconds:.1f}s ({state})"
+              + (f", first acknowledged write begun after the loss {back[label]:.1f}s after it"
+                 if back.get(label) is not None else (", no write acknowledged since" if label in back else "")))
+    check(f"leader {how}: no session through db_postgres outlives the loss of {old} by more than "
+          f"{SESSION_CUT_SECONDS}s", all(seconds <= SESSION_CUT_SECONDS for seconds, _ in longest.values()),
+          {label: round(seconds, 1) for label, (seconds, _) in longest.items()})
+    check(f"leader {how}: the busy and the idle session to the lost leader are closed, not left open",
+          all(o == "cut" for o in outcome.values()), outcome)
+    check(f"leader {how}: writes through db_postgres and through the api are acknowledged again within "
+          f"{FAILOVER_BOUND_SECONDS}s, on a new leader",
+          new not in (None, old) and all(b is not None and b <= FAILOVER_BOUND_SECONDS for b in back.values()),
+          {"new leader": new, **{k: (round(v, 1) if v is not None else None) for k, v in back.items()}})
+    rows = ha_stack.psql(f"SELECT id FROM {table}")
+    present = set(rows.stdout.split())
+    messages = ha_stack.psql(f"SELECT id FROM messages WHERE body LIKE '{tag}-%'")
+    present_messages = set(messages.stdout.split())
+    acked, acked_messages = writers["psql writers"].acked(), writers["api writers"].acked()
+    print(f"COUNTS postgres failover ({how}): psql writes acknowledged={len(acked)} present={len(acked & present)}; "
+          f"api writes acknowledged={len(acked_messages)} present={len(acked_messages & present_messages)}; "
+          f"leader {old} -> {new}")
+    check(f"leader {how}: synchronous replication: every acknowledged write (psql and api) is present",
+          rows.returncode == 0 and messages.returncode == 0 and acked <= present and acked_messages <= present_messages,
+          {"psql missing": sorted(acked - present)[:10], "api missing": sorted(acked_messages - present_messages)[:10]})
+
+
+def test_leader_killed_for_good_under_load_no_session_hangs(ha_stack):
+    _leader_lost_under_load(ha_stack, "killed", WRITES_TABLE)
+
+
+def test_leader_host_gone_for_good_under_load_no_session_hangs(ha_stack):
+    _bring_back_the_lost_leader(ha_stack)
+    _leader_lost_under_load(ha_stack, "host gone", WRITES_TABLE + "_gone")
 
 
 def test_old_leader_rejoins_as_a_replica_and_serves_reads(ha_stack):
     old = ha_stack.failover["old_leader"]
     container = ha_stack.container("data", old)
     if not ha_stack.running(container):
-        sh(["docker", "start", container], check=True)
+        restore_node(container, ha_stack.failover["networks"])
+    expected_table = WRITES_TABLE + "_gone"
 
     def rejoined():
         members = {m["name"]: m for m in ha_stack.cluster_state()["members"]}
@@ -87,10 +184,10 @@ def test_old_leader_rejoins_as_a_replica_and_serves_reads(ha_stack):
     member = ha_stack.wait_for(f"{old} streaming again", rejoined, 180, 2)
     check(f"the old leader {old} rejoins as a replica", member["role"] in ("replica", "sync_standby"),
           {k: member.get(k) for k in ("role", "state", "timeline", "lag")})
-    expected = ha_stack.psql(f"SELECT count(*) FROM {WRITES_TABLE}").stdout.strip()
+    expected = ha_stack.psql(f"SELECT count(*) FROM {expected_table}").stdout.strip()
 
     def replica_caught_up():
-        out = ha_stack.psql(f"SELECT pg_is_in_recovery(), count(*) FROM {WRITES_TABLE}", port=5433).stdout.strip()
+        out = ha_stack.psql(f"SELECT pg_is_in_recovery(), count(*) FROM {expected_table}", port=5433).stdout.strip()
         return out if out == f"t|{expected}" else None
 
     seen = ha_stack.wait_for("the read-only endpoint to serve every row", replica_caught_up, 60, 1)

@@ -1,8 +1,10 @@
 """Monitoring of the HA data layer: Prometheus, started from compose/monitoring.yml against the HA
 stack, finds each running Patroni member by name on the backend network (job `patroni`), scrapes
 its REST API's /metrics, and exactly one member reports itself primary: the one Patroni calls
-leader. Only the Prometheus service is started (no exporter is needed for this); it is removed at
-the end of the module, before the stack's teardown."""
+leader. It finds each sentinel the same way (job `redis_sentinel`, asked through the data
+cluster's redis-sentinel-exporter), and every sentinel reports the primary it names as ok, at its
+address on redis-front (RedisFailoverTooSlow reads this). Only the Prometheus service is started;
+it is removed at the end of the module, before the stack's teardown."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import urllib.parse
 
 import pytest
 from halib import NODES, ROOT, sh
-from smokelib import check, record
+from testkit import check, record
 
 from difyops import config
 from difyops import monitoring as mon
@@ -104,3 +106,24 @@ def test_patroni_metrics_name_the_leader(ha_stack, prometheus):
 
     ok, seen = _poll(primaries, 60)
     check("patroni_primary is 1 on Patroni's leader and 0 on the other member", ok, seen)
+
+
+def test_prometheus_asks_every_sentinel_about_the_primary(ha_stack, prometheus):
+    from difyops.ha import REDIS_FRONT, SENTINELS
+
+    started = time.monotonic()
+    name = ha_stack.env.get("REDIS_SENTINEL_SERVICE_NAME") or "dify-redis"
+    query = "/api/v1/query?query=" + urllib.parse.quote('redis_sentinel_master_status{job="redis_sentinel"}')
+
+    def statuses():
+        addr = sh(["docker", "exec", ha_stack.container("data", SENTINELS[0]), "redis-cli", "-p", "26379",
+                   "sentinel", "get-master-addr-by-name", name], timeout=15).stdout.split()
+        data = prometheus.get(query) or {"result": []}
+        seen = {r["metric"]["instance"]: (r["metric"].get("master_name"), r["metric"].get("master_address"),
+                                          r["metric"].get("master_status"), r["value"][1]) for r in data["result"]}
+        wanted = {f"{s}:26379": (name, ":".join(addr), "ok", "1") for s in SENTINELS}
+        return addr[:1] == [REDIS_FRONT] and seen == wanted, {"sentinels name": addr, "redis_sentinel_master_status": seen}
+
+    ok, seen = _poll(statuses, 90)
+    check("job redis_sentinel: every sentinel reports the primary it names (on redis-front) as ok", ok, seen)
+    record("monitoring: sentinel status scraped", time.monotonic() - started)

@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import secrets
 import shutil
 import socket
-import subprocess
-import sys
 
-from conftest import ROOT, free_port, make_env
-from smokelib import check
+from smokestack import make_env
+from testkit import ROOT, check, free_port, invoke, owned, unique_name
 
 
 def run_invoke(env_file, *args, extra_env=None):
-    env = dict(os.environ, INVOKE_DIFYOPS_ENV_FILE=str(env_file), **(extra_env or {}))
-    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
-
-
-def containers_of(stack_name):
-    out = subprocess.run(["docker", "ps", "-a", "--format", "{{.Names}}"], capture_output=True, text=True)
-    return [n for n in out.stdout.split() if n.startswith(f"{stack_name}-")]
+    return invoke(*args, env_file=env_file, check=False, timeout=300, env=extra_env)
 
 
 def refused(name, result, needle, stack_name=None):
@@ -29,7 +18,7 @@ def refused(name, result, needle, stack_name=None):
     text = result.stdout + result.stderr
     ok = result.returncode != 0 and needle in text and "Traceback" not in text and last.startswith("error:")
     if stack_name:
-        ok = ok and not containers_of(stack_name)
+        ok = ok and not any(owned(stack_name).values())
     check(name, ok, f"exit {result.returncode}: {last}")
 
 
@@ -53,14 +42,14 @@ def test_malformed_env(tmp_path):
 
 
 def test_unknown_cluster(tmp_path):
-    name = f"bad{secrets.token_hex(3)}"
+    name = unique_name("bad")
     env_file = make_env(tmp_path, name, free_port())
     result = run_invoke(env_file, "prod.up", "nosuchcluster")
     refused("unknown cluster: refused", result, "unknown cluster nosuchcluster", name)
 
 
 def test_port_in_use(tmp_path):
-    name = f"bad{secrets.token_hex(3)}"
+    name = unique_name("bad")
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
         holder.listen(1)
@@ -71,7 +60,19 @@ def test_port_in_use(tmp_path):
 
 
 def test_docker_daemon_down(tmp_path):
-    name = f"bad{secrets.token_hex(3)}"
+    name = unique_name("bad")
     env_file = make_env(tmp_path, name, free_port())
     result = run_invoke(env_file, "prod.deploy", extra_env={"DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"})
     refused("Docker daemon unreachable: refused", result, "Docker daemon is not running", name)
+
+
+def test_mixed_release_set(tmp_path):
+    # The default release (1.16.1) with the plugin daemon of 1.13.3 named in .env: refused before
+    # anything is pulled or started, in one line naming both images and releases.
+    name = unique_name("bad")
+    env_file = make_env(tmp_path, name, free_port(), {"DIFY_VERSION": "1.16.1",
+                                                        "DIFY_PLUGIN_DAEMON_IMAGE": "langgenius/dify-plugin-daemon:0.5.3-local"})
+    result = run_invoke(env_file, "prod.deploy")
+    refused("a plugin daemon of another release: refused as a mixed release set, nothing started", result,
+            "0.5.3-local is the plugin_daemon image of Dify 1.13.3, but DIFY_VERSION=1.16.1 runs "
+            "langgenius/dify-plugin-daemon:0.6.3-local", name)

@@ -8,13 +8,13 @@ Also here: `nginx -t` for both configs, `tls.expiry`, and prod.check's refusals 
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import socket
 import ssl
 import stat
 import subprocess
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 import requests
 import urllib3
-from conftest import LOCAL_IMAGES, ROOT, free_port, make_env
-from smokelib import check, record
+from smokestack import make_env
+from testkit import LOCAL_IMAGES, ROOT, check, free_port, invoke, record, remove_owned, unique_name
 
 NGINX_IMAGE = LOCAL_IMAGES["NGINX_IMAGE"]
 CERT_DAYS = 30
@@ -32,9 +32,7 @@ urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)  # self-sign
 
 
 def run_invoke(env_file: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = dict(os.environ, INVOKE_DIFYOPS_ENV_FILE=str(env_file))
-    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return invoke(*args, env_file=env_file, check=False, timeout=timeout)
 
 
 def last_line(result: subprocess.CompletedProcess) -> str:
@@ -79,7 +77,7 @@ class TLSGateway:
 def tls_env(stack, tmp_path_factory):
     """Env file of the HTTPS gateway (HTTPS on, certificate folder empty as yet)."""
     tmp = tmp_path_factory.mktemp("tls")
-    name = f"{stack.name}tls"
+    name = unique_name(f"{stack.name}tls")
     http_port, https_port = free_port(), free_port()
     ssl_dir = tmp / "ssl"
     ssl_dir.mkdir()
@@ -115,13 +113,7 @@ def tls_gateway(stack, tls_env):
         for cid in joined:
             subprocess.run(["docker", "network", "disconnect", "-f", f"{gw.name}-app", cid], capture_output=True)
         run_invoke(gw.env_file, "prod.down", "all", "--volumes", "--yes")
-        # Whatever the task could not remove (a failed run): this test's own names only.
-        for kind in ("network", "volume"):
-            names = subprocess.run(["docker", kind, "ls", "--format", "{{.Name}}"], capture_output=True,
-                                   text=True).stdout.split()
-            for n in names:
-                if n.startswith(f"{gw.name}-"):
-                    subprocess.run(["docker", kind, "rm", n], capture_output=True)
+        remove_owned(gw.name)  # whatever the task could not remove (a failed run): this test's own names only
 
 
 def client_context(version: ssl.TLSVersion | None = None, ciphers: str | None = None) -> ssl.SSLContext:
@@ -293,7 +285,7 @@ def test_sse_streams_event_by_event_over_https_with_gzip_on(tls_gateway):
         for line in r.iter_lines(chunk_size=1):
             if line.startswith(b"data:") and json.loads(line[5:]).get("event") == "message":
                 arrivals.append(time.monotonic() - started)
-    gaps = [b - a for a, b in zip(arrivals, arrivals[1:])] or [0.0]
+    gaps = [b - a for a, b in itertools.pairwise(arrivals)] or [0.0]
     steady = len(arrivals) == count and min(gaps) > interval * 0.5
     check("SSE over HTTPS arrives event by event, not gzipped", steady and encoding is None,
           f"{len(arrivals)} events, gaps {min(gaps):.2f}..{max(gaps):.2f}s, Content-Encoding={encoding}")
@@ -372,7 +364,7 @@ def check_env(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("check")
     ssl_dir = tmp / "ssl"
     ssl_dir.mkdir()
-    env_file = make_env(tmp, "checkonly", free_port(), {"NGINX_SSL_DIR": str(ssl_dir)})
+    env_file = make_env(tmp, unique_name("checkonly"), free_port(), {"NGINX_SSL_DIR": str(ssl_dir)})
     made = run_invoke(env_file, "tls.self-signed")
     assert made.returncode == 0, made.stderr
     subprocess.run(["openssl", "genrsa", "-out", str(ssl_dir / "other.key"), "2048"], check=True, capture_output=True)

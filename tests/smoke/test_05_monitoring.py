@@ -7,9 +7,7 @@ tests/unit. The monitoring cluster is torn down by this module, before the stack
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 import urllib.parse
 from pathlib import Path
@@ -17,9 +15,9 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
-from conftest import ROOT, STANDIN_IMAGES, free_port
-from difyops import images
-from smokelib import check, record
+from testkit import ROOT, STANDIN_IMAGES, check, free_port, invoke, record
+
+from difyops import envfile, images, release_sets
 
 # The local builds (difyops/images.py's catalogue) of every image the monitoring cluster runs by default.
 MONITORING_IMAGES = {spec.variable: spec.local.tag for spec in images.local_images()
@@ -32,6 +30,9 @@ RECEIVER_IMAGE = STANDIN_IMAGES["DIFY_API_IMAGE"]  # any image with python3 serv
 FIRE_BOUND = 60 + 90
 # Resolving: a good probe (15s), an evaluation (15s), the critical route's group_interval (1m), slack.
 RESOLVE_BOUND = 150
+# One queue of one's own (MONITORING_EXTRA_QUEUES), which no worker consumes, the test fills
+# itself in the broker's database: its length must come out as celery_queue_length beside Dify's.
+PROBE_QUEUE = "difyops_smoke_probe_queue"
 
 
 def sh(*args: str, check_rc: bool = False, timeout: int = 120) -> subprocess.CompletedProcess:
@@ -51,7 +52,8 @@ class Monitoring:
                  "PROMETHEUS_PORT": str(self.prometheus_port),
                  "ALERTMANAGER_PORT": str(self.alertmanager_port),
                  "NODE_EXPORTER_TEXTFILE_DIR": str(textfile),
-                 "ALERTMANAGER_WEBHOOK_URL": f"http://{self.receiver}:9000/hook"}
+                 "ALERTMANAGER_WEBHOOK_URL": f"http://{self.receiver}:9000/hook",
+                 "MONITORING_EXTRA_QUEUES": PROBE_QUEUE}
         # A copy of the stack's .env with the monitoring settings: the stack's own file stays as is.
         lines = [ln for ln in stack.env_file.read_text().splitlines() if ln.split("=", 1)[0] not in extra]
         self.env_file = tmp / ".env"
@@ -63,9 +65,7 @@ class Monitoring:
         return f"http://127.0.0.1:{self.prometheus_port}"
 
     def invoke(self, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-        env = dict(os.environ, INVOKE_DIFYOPS_ENV_FILE=str(self.env_file))
-        return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=timeout)
+        return invoke(*args, env_file=self.env_file, check=False, timeout=timeout)
 
     def query(self, expr: str) -> dict:
         r = requests.get(f"{self.prometheus}/api/v1/query", params={"query": expr}, timeout=10)
@@ -93,7 +93,7 @@ class Monitoring:
         return out.stdout.split()
 
     def cleanup(self) -> None:
-        sh("docker", "rm", "-f", self.receiver)
+        sh("docker", "rm", "-fv", self.receiver)
         result = self.invoke("monitoring.stop", "--volumes")
         if result.returncode != 0:
             print(result.stdout[-2000:], result.stderr[-2000:])
@@ -164,12 +164,31 @@ def test_exporters_reach_what_they_watch(monitoring, expr, meaning):
 
 
 def test_celery_queue_lengths_are_exported(monitoring):
-    # A queue that exists in the broker is reported with its length; the worker test (test_01)
-    # used the dataset queue. Queues never used have no key and no series.
-    result = monitoring.query('redis_key_size{job="redis"}')
-    keys = sorted(s["metric"].get("key") for s in result["data"]["result"])
-    check("the redis exporter reads Celery queue lengths (check-single-keys)",
-          result["status"] == "success", f"{len(keys)} queue series: {keys or 'none (all queues empty)'}")
+    # A queue exists in the broker only while it holds tasks, and the workers empty Dify's at once:
+    # every queue of the release must still have a series (0), and a list of three under a queue
+    # of one's own (no worker consumes it), filled after the empty ones, must read 3.
+    redis = f"{monitoring.stack.name}-data-redis-1"
+    queues = release_sets.for_env(envfile.read(monitoring.env_file)).queues
+    pushed = sh("docker", "exec", redis, "redis-cli", "-n", "1", "RPUSH", PROBE_QUEUE, "a", "b", "c").stdout.strip()
+    try:
+        query = f'celery_queue_length{{job="redis",queue="{PROBE_QUEUE}"}}'
+
+        def length() -> float | None:
+            found = monitoring.query(query).get("data", {}).get("result") or []
+            return float(found[0]["value"][1]) if found else None
+
+        # The queue's series is there from the first scrape (0); wait for a scrape after the push.
+        monitoring.wait_for(lambda: length() == 3, bound=60)
+        value = length()
+    finally:
+        sh("docker", "exec", redis, "redis-cli", "-n", "1", "DEL", PROBE_QUEUE)
+    series = monitoring.query('celery_queue_length{job="redis"}').get("data", {}).get("result", [])
+    seen = {s["metric"].get("queue") for s in series}
+    missing = sorted(set(queues) - seen)
+    check("every queue of the release is watched, empty ones as 0, and a filled queue after them reads its length",
+          pushed == "3" and value == 3 and not missing and len(seen) == len(queues) + 1,
+          f"{PROBE_QUEUE}: pushed {pushed}, celery_queue_length = {value}; {len(seen)} queues watched "
+          f"for {len(queues)} of the release + 1; missing: {missing or 'none'}")
 
 
 def test_rules_are_loaded_and_healthy(monitoring):

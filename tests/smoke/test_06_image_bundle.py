@@ -8,22 +8,18 @@ runs is removed; the tag is removed at the end. Needs no stack (runs in `nox -s 
 from __future__ import annotations
 
 import os
-import secrets
 import subprocess
-import sys
 import tarfile
-from pathlib import Path
 
 import pytest
-from smokelib import check
+from testkit import check, require, unique_name
+from testkit import invoke as run_invoke
 
-ROOT = Path(__file__).resolve().parents[2]
 BASE = "difyops/debian:trixie-2"
 
 
 def invoke(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=900)
+    return run_invoke(*args, check=False)
 
 
 def image_id(ref: str) -> str | None:
@@ -33,9 +29,9 @@ def image_id(ref: str) -> str | None:
 
 @pytest.fixture
 def test_tag():
-    if image_id(BASE) is None:
-        pytest.skip(f"{BASE} is absent: `invoke images.build-local` makes it (nox -s smoke and swarm do)")
-    tag = f"difyops-test/bundle-{secrets.token_hex(3)}:t"
+    require(image_id(BASE) is not None, f"{BASE} is absent (`invoke images.build-local` makes it)",
+            "nox -s smoke and nox -s swarm, which build it first")
+    tag = f"difyops-test/{unique_name('bundle')}:t"
     subprocess.run(["docker", "tag", BASE, tag], check=True)
     yield tag
     subprocess.run(["docker", "rmi", tag], capture_output=True)

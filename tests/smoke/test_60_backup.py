@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from smokelib import check, record
+from aside import check_kept_aside
+from testkit import check, record
 
 TIMEOUT = 10
 BACKUP_IMAGE = "difyops-local/backup:1"
@@ -333,6 +334,11 @@ def test_round_trip_after_destroying_the_data(stack, bk):
     check("the restored stack takes new writes", r.status_code == 201, r.status_code)
     olds = [d for d in databases(stack) if "_old_" in d and d not in before["databases"]]
     check("the replaced databases are kept aside, not dropped", len(olds) == 2, olds)
+    aside = check_kept_aside(result.stdout, stack.name, databases(stack), lambda volume, folder: subprocess.run(
+        ["docker", "run", "--rm", "-v", f"{volume}:/v:ro", BACKUP_IMAGE, "test", "-d", f"/v/{folder}"],
+        capture_output=True, timeout=120).returncode == 0)
+    check("the databases named as kept aside are the two replaced ones", sorted(aside["databases"]) == sorted(olds),
+          aside["databases"])
 
 
 def test_prune_keeps_what_the_policy_says(stack, bk):

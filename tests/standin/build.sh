@@ -2,18 +2,20 @@
 # TEST DOUBLE - NOT DIFY, NEVER A DEFAULT.
 # Builds the Dify stand-in images (test doubles for offline tests) from tests/standin/Dockerfile:
 #   difyops-standin/dify-api:<v>  difyops-standin/dify-web:<v>
-#   difyops-standin/dify-sandbox:<v>  difyops-standin/dify-plugin-daemon:<v>     (<v> = v1, v2)
+#   difyops-standin/dify-sandbox:<v>  difyops-standin/dify-plugin-daemon:<v>     (<v> = v1, v2: Dify 1.13.3)
+#   and for v3 (Dify 1.16.1) also difyops-standin/dify-agent-backend:v3 and
+#   difyops-standin/dify-agent-local-sandbox:v3, the plugin daemon built as 0.6.3.
 # Needs the local base image difyops/debian:trixie-2 and apt access to deb.debian.org during the build.
-# Usage: tests/standin/build.sh [v1|v2|all]     (default: all)
+# Usage: tests/standin/build.sh [v1|v2|v3|all]     (default: all)
 set -euo pipefail
 
-usage() { echo "usage: $0 [v1|v2|all]" >&2; exit 2; }
+usage() { echo "usage: $0 [v1|v2|v3|all]" >&2; exit 2; }
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 what="${1:-all}"
 case "$what" in
-  v1|v2) versions=("$what") ;;
-  all) versions=(v1 v2) ;;
+  v1|v2|v3) versions=("$what") ;;
+  all) versions=(v1 v2 v3) ;;
   -h|--help) usage ;;
   *) usage ;;
 esac
@@ -27,10 +29,17 @@ fi
 log="$(mktemp -t standin-build.XXXXXX)"
 trap 'rm -f "${log}"' EXIT
 
-# target in the Dockerfile -> image name
-targets=(api:dify-api web:dify-web sandbox:dify-sandbox plugin-daemon:dify-plugin-daemon)
+# target in the Dockerfile -> image name, per version (v3 stands in for Dify 1.16.1)
+targets_of() {
+  case "$1" in
+    v3) echo api:dify-api web:dify-web sandbox:dify-sandbox plugin-daemon-0.6:dify-plugin-daemon \
+             agent-backend:dify-agent-backend local-sandbox:dify-agent-local-sandbox ;;
+    *) echo api:dify-api web:dify-web sandbox:dify-sandbox plugin-daemon:dify-plugin-daemon ;;
+  esac
+}
 
 for v in "${versions[@]}"; do
+  read -r -a targets <<< "$(targets_of "$v")"
   for pair in "${targets[@]}"; do
     target="${pair%%:*}"
     image="difyops-standin/${pair#*:}:${v}"
@@ -50,6 +59,7 @@ done
 
 echo "build.sh: built:"
 for v in "${versions[@]}"; do
+  read -r -a targets <<< "$(targets_of "$v")"
   for pair in "${targets[@]}"; do
     echo "  difyops-standin/${pair#*:}:${v}"
   done

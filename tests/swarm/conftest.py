@@ -8,35 +8,51 @@ stack runs with SWARM_ENDPOINT_MODE=dnsrr and SWARM_PUBLISH_MODE=host (both docu
 
 from __future__ import annotations
 
-import os
-import secrets
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from swarmlab import Lab
+from testkit import (
+    LOCAL_IMAGES,
+    STANDIN_IMAGES,
+    STANDIN_RELEASE,
+    check,
+    env_init,
+    free_port,
+    invoke,
+    record,
+    require,
+    unique_name,
+)
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "smoke"))
-from smokelib import record  # noqa: E402
-from swarmlab import Lab  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[2]
 GATEWAY_PORT = 8080  # inside the Swarm
 # Every node takes the app role (api, web, sandbox, SSRF proxy: three nodes for two replicas keep
 # them apart through start-first updates); the manager also holds data (with the plugin daemon) and
 # the gateway.
-APP_IMAGES = ["difyops-standin/dify-api:v1", "difyops-standin/dify-api:v2", "difyops-standin/dify-web:v1",
-              "difyops-standin/dify-sandbox:v1", "difyops-local/squid:6"]
-MANAGER_IMAGES = ["difyops-local/postgres:17", "difyops-local/redis:8", "difyops-local/nginx:1.26",
-                  "difyops-standin/dify-plugin-daemon:v1", *APP_IMAGES]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+APP_IMAGES = [STANDIN_IMAGES["DIFY_API_IMAGE"], "difyops-standin/dify-api:v2", STANDIN_IMAGES["DIFY_WEB_IMAGE"],
+              STANDIN_IMAGES["DIFY_SANDBOX_IMAGE"], LOCAL_IMAGES["SSRF_PROXY_IMAGE"]]
+# The v3 stand-in models Dify 1.16.1 (the release upgrade's target): its app images on every node.
+V3_IMAGES = {"DIFY_API_IMAGE": "difyops-standin/dify-api:v3", "DIFY_WEB_IMAGE": "difyops-standin/dify-web:v3",
+             "DIFY_SANDBOX_IMAGE": "difyops-standin/dify-sandbox:v3",
+             "DIFY_AGENT_BACKEND_IMAGE": "difyops-standin/dify-agent-backend:v3",
+             "DIFY_AGENT_LOCAL_SANDBOX_IMAGE": "difyops-standin/dify-agent-local-sandbox:v3",
+             "DIFY_PLUGIN_DAEMON_IMAGE": "difyops-standin/dify-plugin-daemon:v3"}
+APP_IMAGES += [ref for key, ref in V3_IMAGES.items() if key != "DIFY_PLUGIN_DAEMON_IMAGE"]
+MANAGER_IMAGES = [LOCAL_IMAGES[k] for k in ("POSTGRES_IMAGE", "REDIS_IMAGE", "NGINX_IMAGE")] + [
+    STANDIN_IMAGES["DIFY_PLUGIN_DAEMON_IMAGE"], V3_IMAGES["DIFY_PLUGIN_DAEMON_IMAGE"], *APP_IMAGES]
+# The plugin daemon as 0.6.x starts (langgenius/dify-plugin-daemon docker/local.dockerfile at 0.6.10):
+# a process supervisor as ENTRYPOINT (tini -g -- there; env -- here), a CMD that migrates then execs
+# the server, and no /app/entrypoint.sh. The stand-in daemon (a TEST DOUBLE) re-packed that way.
+DAEMON_06 = f"difyops-test/plugin-daemon-06:{unique_name('t')}"
+DAEMON_06_DOCKERFILE = (
+    "FROM difyops-standin/dify-plugin-daemon:v1\n"
+    "RUN rm /app/entrypoint.sh && printf '#!/bin/sh\\necho \"migrated (stand-in)\"\\n' > /app/commandline "
+    "&& chmod 0755 /app/commandline\n"
+    'ENTRYPOINT ["/usr/bin/env", "--"]\n'
+    'CMD ["/bin/bash", "-c", "/app/commandline migrate && exec python3 /app/daemon/server.py"]\n'
+)
 
 
 class SwarmStack:
@@ -44,13 +60,7 @@ class SwarmStack:
         self.lab, self.name, self.env_file, self.port = lab, name, env_file, port
 
     def invoke(self, *args: str, check: bool = True, timeout: int = 1800) -> subprocess.CompletedProcess:
-        env = dict(os.environ, INVOKE_DIFYOPS_ENV_FILE=str(self.env_file))
-        result = subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, env=env,
-                                capture_output=True, text=True, timeout=timeout)
-        if check and result.returncode != 0:
-            raise AssertionError(f"invoke {' '.join(args)} failed ({result.returncode}):\n"
-                                 f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-        return result
+        return invoke(*args, env_file=self.env_file, check=check, timeout=timeout)
 
     def docker(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(["docker", "--context", self.lab.context, *args], capture_output=True, text=True,
@@ -63,33 +73,32 @@ class SwarmStack:
 
 @pytest.fixture(scope="session")
 def swarm_stack(tmp_path_factory):
-    if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
-        pytest.skip("no Docker engine here; `nox -s swarm` runs these checks on a machine with one")
-    prefix = f"difyops-sw{secrets.token_hex(3)}"
+    require(subprocess.run(["docker", "info"], capture_output=True).returncode == 0, "no Docker engine answers here",
+            "nox -s swarm on a machine with one (CI starts it)")
+    prefix = unique_name("difyops-sw")
     lab = Lab(prefix, Path(f"/tmp/{prefix}"))
     port = free_port()
     try:
+        subprocess.run(["docker", "build", "-q", "-t", DAEMON_06, "-"], input=DAEMON_06_DOCKERFILE, text=True,
+                       check=True, capture_output=True)
         started = time.monotonic()
         lab.start(workers=2, publish={GATEWAY_PORT: port})
         record("swarm: 3 nodes up", time.monotonic() - started)
         mark = time.monotonic()
-        lab.load_images({"manager": MANAGER_IMAGES, **{f"worker{i}": APP_IMAGES for i in (1, 2)}})
+        lab.load_images({"manager": [*MANAGER_IMAGES, DAEMON_06], **{f"worker{i}": APP_IMAGES for i in (1, 2)}})
         record("swarm: images copied into the nodes", time.monotonic() - mark)
-        name = f"sw{secrets.token_hex(3)}"
+        name = unique_name("sw")
         env_file = tmp_path_factory.mktemp("swarm") / ".env"
-        overrides = {
+        env_init(env_file, {
             "DIFYOPS_STACK": name, "EXPOSE_NGINX_PORT": str(GATEWAY_PORT), "API_REPLICAS": "2", "WEB_REPLICAS": "2",
             "SWARM_ENDPOINT_MODE": "dnsrr", "SWARM_PUBLISH_MODE": "host",
-            "DIFY_API_IMAGE": "difyops-standin/dify-api:v1", "DIFY_WEB_IMAGE": "difyops-standin/dify-web:v1",
-            "DIFY_SANDBOX_IMAGE": "difyops-standin/dify-sandbox:v1",
-            "DIFY_PLUGIN_DAEMON_IMAGE": "difyops-standin/dify-plugin-daemon:v1", "SSRF_PROXY_IMAGE": "difyops-local/squid:6",
-            "POSTGRES_IMAGE": MANAGER_IMAGES[0], "REDIS_IMAGE": MANAGER_IMAGES[1], "NGINX_IMAGE": MANAGER_IMAGES[2],
-        }
-        args = [sys.executable, "-m", "invoke", "env.init", "--env-file", str(env_file)]
-        for key, value in overrides.items():
-            args += ["--set", f"{key}={value}"]
-        subprocess.run(args, cwd=ROOT, check=True, capture_output=True, text=True)
-        yield SwarmStack(lab, name, env_file, port)
+            **STANDIN_RELEASE, **STANDIN_IMAGES, **LOCAL_IMAGES,
+        })
+        st = SwarmStack(lab, name, env_file, port)
+        st.daemon_06 = DAEMON_06
+        yield st
     finally:
+        subprocess.run(["docker", "rmi", "-f", DAEMON_06], capture_output=True)
         left = lab.destroy()
-        print(f"swarm lab {prefix} removed" + (f"; left behind: {left}" if left else ""))
+        check(f"the swarm lab {prefix} is removed whole (nodes, their volumes, network, context)", not left,
+              left or "nothing left")

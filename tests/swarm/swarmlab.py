@@ -4,8 +4,10 @@ Nodes are containers of ``difyops-test/swarm-node:26`` (tests/swarm/node/Dockerf
 docker.io) run without --privileged, as ../shared/ENVIRONMENT.md found to work. Each node's Docker
 socket is also bound to a folder of the host, so a Docker context reaches the manager
 (``unix://<dir>/docker.sock``): the tasks under test drive the Swarm through ``--context`` as they
-would drive a remote manager through ``ssh://``. Every name starts with a per-run prefix;
-``destroy`` removes every container, volume, network, folder and context it made.
+would drive a remote manager through ``ssh://``. ``start_engine`` starts one more node in no
+Swarm: another server with a Docker engine of its own (tests/smoke/test_61_move.py). Every name
+starts with a per-run prefix; ``destroy`` removes every container, volume, network, folder and
+context it made.
 """
 
 from __future__ import annotations
@@ -58,11 +60,16 @@ def sh(*argv: str, check: bool = True, timeout: float = 300, input: bytes | None
 @dataclass
 class Node:
     name: str  # the container's name on this host
-    role: str  # manager | worker
+    role: str  # manager | worker | engine (start_engine: in no Swarm)
     sockdir: Path
 
+    @property
+    def host(self) -> str:
+        """DOCKER_HOST of the node's engine."""
+        return f"unix://{self.sockdir}/docker.sock"
+
     def docker(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
-        return sh("docker", "-H", f"unix://{self.sockdir}/docker.sock", *args, check=check, timeout=timeout)
+        return sh("docker", "-H", self.host, *args, check=check, timeout=timeout)
 
     @property
     def address(self) -> str:
@@ -77,6 +84,8 @@ class Lab:
     nodes: list[Node] = field(default_factory=list)
     context: str = ""
     published: dict[int, int] = field(default_factory=dict)  # gateway port in the swarm -> 127.0.0.1 port
+    _flags: list[str] = field(default_factory=list)  # node_run_flags(), asked once
+    _driver: str = ""
 
     @property
     def network(self) -> str:
@@ -97,30 +106,11 @@ class Lab:
     def start(self, workers: int, publish: dict[int, int]) -> None:
         """Start 1 manager + `workers` nodes, form the Swarm, make the context."""
         self.ensure_node_image()
-        sh("docker", "network", "create", "--label", f"difyops.test={self.prefix}", self.network)
         self.published = dict(publish)
-        flags = node_run_flags()
-        driver = storage_driver(flags)
         names = ["manager"] + [f"worker{i}" for i in range(1, workers + 1)]
         for short in names:
-            sockdir = self.workdir / short
-            sockdir.mkdir(parents=True, exist_ok=True)
-            node = Node(f"{self.prefix}-{short}", "manager" if short == "manager" else "worker", sockdir)
-            ports = []
-            if short == "manager":
-                for inside, outside in publish.items():
-                    ports += ["-p", f"127.0.0.1:{outside}:{inside}"]
-            sh("docker", "run", "-d", "--name", node.name, "--hostname", short, "--network", self.network,
-               "--label", f"difyops.test={self.prefix}", *flags, *ports,
-               # The node's container has IPv6 switched off: let dockerd's overlay bridges live with it.
-               "-e", "DOCKER_ALLOW_IPV6_ON_IPV4_INTERFACE=1",
-               # No registry here: run tasks from the loaded images without trying to pull first
-               # (what docs/SWARM.md advises for offline nodes).
-               "-e", "DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1",
-               "-v", f"{self.prefix}-{short}-lib:/var/lib/docker", "-v", f"{sockdir}:/sock",
-               NODE_IMAGE, "dockerd", f"--storage-driver={driver}",
-               "-H", "unix:///var/run/docker.sock", "-H", "unix:///sock/docker.sock")
-            self.nodes.append(node)
+            self._run_node(short, "manager" if short == "manager" else "worker",
+                           publish if short == "manager" else {})
         for node in self.nodes:
             self._wait_daemon(node)
         addr = self.manager.address
@@ -133,6 +123,44 @@ class Lab:
         self.context = self.prefix
         sh("docker", "context", "create", self.context, "--description", "difyops swarm test (temporary)",
            "--docker", f"host=unix://{self.manager.sockdir}/docker.sock")
+
+    def start_engine(self, short: str, publish: dict[int, int], mounts: list[tuple[str, str, bool]] = ()) -> Node:
+        """One more Docker engine of its own, in no Swarm (another server, for tests/smoke/test_61_move):
+        reached through ``node.host`` (DOCKER_HOST); ``mounts`` (host path, node path, read-only) make
+        host folders visible to the engine, so its bind mounts find them at the same paths."""
+        self.ensure_node_image()
+        node = self._run_node(short, "engine", publish, mounts)
+        self._wait_daemon(node)
+        return node
+
+    def _run_node(self, short: str, role: str, publish: dict[int, int],
+                  mounts: list[tuple[str, str, bool]] = ()) -> Node:
+        if sh("docker", "network", "inspect", self.network, check=False).returncode != 0:
+            sh("docker", "network", "create", "--label", f"difyops.test={self.prefix}", self.network)
+        if not self._flags:
+            self._flags = node_run_flags()
+            self._driver = storage_driver(self._flags)
+        sockdir = self.workdir / short
+        sockdir.mkdir(parents=True, exist_ok=True)
+        node = Node(f"{self.prefix}-{short}", role, sockdir)
+        ports = []
+        for inside, outside in publish.items():
+            ports += ["-p", f"127.0.0.1:{outside}:{inside}"]
+        volumes = []
+        for source, target, read_only in mounts:
+            volumes += ["-v", f"{source}:{target}" + (":ro" if read_only else "")]
+        sh("docker", "run", "-d", "--name", node.name, "--hostname", short, "--network", self.network,
+           "--label", f"difyops.test={self.prefix}", *self._flags, *ports, *volumes,
+           # The node's container has IPv6 switched off: let dockerd's overlay bridges live with it.
+           "-e", "DOCKER_ALLOW_IPV6_ON_IPV4_INTERFACE=1",
+           # No registry here: run tasks from the loaded images without trying to pull first
+           # (what docs/SWARM.md advises for offline nodes).
+           "-e", "DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1",
+           "-v", f"{self.prefix}-{short}-lib:/var/lib/docker", "-v", f"{sockdir}:/sock",
+           NODE_IMAGE, "dockerd", f"--storage-driver={self._driver}",
+           "-H", "unix:///var/run/docker.sock", "-H", "unix:///sock/docker.sock")
+        self.nodes.append(node)
+        return node
 
     @staticmethod
     def _wait_daemon(node: Node, attempts: int = 60) -> None:
@@ -168,6 +196,20 @@ class Lab:
         for path in tars.values():
             path.unlink()
 
+    def stream_images(self, node: Node, refs: list[str], timeout: float = 900) -> None:
+        """docker save | docker load into one node, piped: the node loads while this host saves,
+        and no tar file is written."""
+        save = subprocess.Popen(["docker", "save", *refs], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            load = subprocess.run(["docker", "-H", node.host, "load", "-q"], stdin=save.stdout, capture_output=True,
+                                  timeout=timeout)
+        finally:
+            save.stdout.close()
+            saved = save.wait(timeout=timeout)
+        if saved != 0 or load.returncode != 0:
+            raise RuntimeError(f"copying images into {node.name} failed: "
+                               f"{(save.stderr.read() + load.stderr).decode(errors='replace').strip()[-800:]}")
+
     def node_id(self, node: Node) -> str:
         return node.docker("info", "--format", "{{.Swarm.NodeID}}").stdout.strip()
 
@@ -196,6 +238,11 @@ class Load:
     Each thread sends GET requests one after another on its own keep-alive connection
     (reconnecting after an error). A failure is anything but a 200: an error status, a reset,
     a timeout. `versions` counts the `version` field of the JSON answers (which release served).
+
+    As HTTP clients do (browsers, urllib3; RFC 9112 section 9.3.1): a kept-alive connection the
+    server closed while idle is not reused, and a GET that meets such a close before any byte of
+    its answer is sent once more on a new connection (nginx closes idle kept-alive connections when
+    it reloads). Those are counted apart (`retried`); a retry that fails counts as a failure.
     """
 
     def __init__(self, port: int, path: str = "/console/api/ping", threads: int = 4,
@@ -209,6 +256,7 @@ class Load:
         self.errors: dict[str, int] = {}
         self.versions: dict[str, int] = {}
         self.failures: list[tuple[float, str]] = []  # (time.monotonic() the request was sent, what)
+        self.retried: dict[str, int] = {}  # what closed an idle kept-alive connection under a GET
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._workers = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
@@ -228,8 +276,24 @@ class Load:
         with self._lock:
             return sum(1 for sent, _ in self.failures if sent > moment)
 
-    def _run(self) -> None:
+    def _connect(self):
         import http.client
+
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+
+    def _get(self, conn) -> tuple[int, bytes]:
+        conn.request("GET", self.path)
+        response = conn.getresponse()
+        return response.status, response.read()
+
+    @staticmethod
+    def _closed_by_peer(conn) -> bool:
+        """An idle connection with something to read has been closed by the server (EOF)."""
+        import select
+
+        return conn.sock is not None and bool(select.select([conn.sock], [], [], 0)[0])
+
+    def _run(self) -> None:
         import json as jsonlib
 
         started = time.monotonic()
@@ -240,15 +304,26 @@ class Load:
                     return
             sent = time.monotonic()
             try:
+                if conn is not None and self._closed_by_peer(conn):
+                    conn.close()
+                    conn = None
+                reused = conn is not None
                 if conn is None:
-                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-                conn.request("GET", self.path)
-                response = conn.getresponse()
-                body = response.read()
-                if response.status == 200:
+                    conn = self._connect()
+                try:
+                    status, body = self._get(conn)
+                except ConnectionError as exc:  # RemoteDisconnected, a reset, a broken pipe
+                    if not reused:
+                        raise
+                    conn.close()
+                    conn = self._connect()
+                    with self._lock:
+                        self.retried[type(exc).__name__] = self.retried.get(type(exc).__name__, 0) + 1
+                    status, body = self._get(conn)
+                if status == 200:
                     self._count(True, jsonlib.loads(body).get("version", "?"))
                 else:
-                    self._count(False, f"HTTP {response.status}", sent)
+                    self._count(False, f"HTTP {status}", sent)
             except Exception as exc:  # every failure counts, whatever its kind
                 self._count(False, type(exc).__name__, sent)
                 if conn is not None:

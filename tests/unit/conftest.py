@@ -8,12 +8,12 @@ import pytest
 import yaml
 from invoke import Config, MockContext, Result
 
-from difyops import envfile, paths
+from difyops import dotenv, envfile, paths
 
 
 def write_env(path, **overrides):
     text = envfile.generate(paths.ENV_EXAMPLE.read_text(), {k: str(v) for k, v in overrides.items()})
-    envfile.write_private(path, text)
+    dotenv.write_private(path, text)
     return path
 
 
@@ -39,6 +39,32 @@ OK = Result("")
 
 def fail_result(stderr="failed"):
     return Result(stdout="", stderr=stderr, exited=1)
+
+
+# ---- prod.upgrade / prod.rollback through MockContext (test_rollout.py, test_rollout_release.py)
+RUNNING = Result('{"Service": "x", "State": "running", "Health": "healthy"}')
+
+
+@pytest.fixture
+def fast_rollout(monkeypatch):
+    """No probe for tools on the host, no wait for the gateway's DNS cache."""
+    monkeypatch.setattr("difyops.probes.shutil.which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr("difyops.rollout.DNS_SETTLE_SECONDS", 0)
+
+
+def rollout_context(env_path, at_head: Result, **extra: Result) -> MockContext:
+    """A MockContext answering what an upgrade asks of a healthy host: Docker and Compose versions,
+    every service running and healthy, the one-shot jobs done, the schema at `at_head`; `extra`
+    first (a test's own answers win)."""
+    results = {r"docker info": Result("26.1.5"), r"docker compose version": Result("2.26.1"), **extra}
+    results.setdefault(r" ps (-a )?--format json", RUNNING)
+    results.setdefault(r"docker image inspect", Result("sha256:x"))
+    results.setdefault(r"run --rm --no-deps init_permissions", Result("storage volume: 0 entries given"))
+    results.setdefault(r"run --rm --no-deps migrate", Result("Database migration successful!"))
+    results.setdefault(r"-e MODE=job -e MIGRATION_ENABLED=false migrate db current", at_head)
+    results.setdefault(r" up -d", OK)
+    results.setdefault(r" (down|stop|kill) ", OK)
+    return mock_context(env_path, results)
 
 
 class ComposeLoader(yaml.SafeLoader):

@@ -15,7 +15,8 @@ from conftest import OK, commands, fail_result
 from invoke import Config, MockContext, Result
 from invoke.exceptions import Exit
 
-from difyops import dev, envfile
+from difyops import dev, dotenv, envfile, release_sets
+from difyops.errors import DifyopsError
 from difyops.devconfig import MIDDLEWARE_ENV_EXAMPLE, MIDDLEWARE_FILE, load_dev
 from difyops.tasks import dev as dev_tasks
 from difyops.tasks import middleware
@@ -31,7 +32,7 @@ def ps_json(*services, health="healthy"):
 @pytest.fixture(autouse=True)
 def tools_on_path(monkeypatch):
     monkeypatch.setattr("difyops.probes.shutil.which", lambda name: f"/usr/bin/{name}")
-    monkeypatch.setattr("difyops.dev.shutil.which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr("difyops.dev.checkout.shutil.which", lambda name: f"/usr/bin/{name}")
     monkeypatch.setattr("difyops.probes.port_in_use", lambda host, port: False)
 
 
@@ -39,7 +40,7 @@ def tools_on_path(monkeypatch):
 def state(tmp_path):
     folder = tmp_path / "state"
     folder.mkdir()
-    envfile.write_private(folder / "middleware.env", envfile.generate(MIDDLEWARE_ENV_EXAMPLE.read_text(), {}))
+    dotenv.write_private(folder / "middleware.env", envfile.generate(MIDDLEWARE_ENV_EXAMPLE.read_text(), {}))
     return folder
 
 
@@ -134,7 +135,7 @@ def test_init_without_source_fails_offline_and_changes_nothing(state, tmp_path):
 
 
 def test_init_refuses_missing_uv(state, checkout, monkeypatch):
-    monkeypatch.setattr("difyops.dev.shutil.which", lambda name: None if name == "uv" else f"/usr/bin/{name}")
+    monkeypatch.setattr("difyops.dev.checkout.shutil.which", lambda name: None if name == "uv" else f"/usr/bin/{name}")
     c = ctx(state, {r"node --version": Result("v22.12.0")}, src=checkout)
     with pytest.raises(Exit) as exc:
         dev_tasks.init(c)
@@ -191,7 +192,7 @@ def test_merge_creates_from_example_with_mode_0600(tmp_path):
 
 
 def test_source_resolution_order(tmp_path, state):
-    envfile.write_private(state / "middleware.env", "DIFY_SRC=/from/file\n")
+    dotenv.write_private(state / "middleware.env", "DIFY_SRC=/from/file\n")
     c = ctx(state, {})
     assert load_dev(c, environ={}).dify_src == Path("/from/file")
     assert load_dev(c, environ={"DIFY_SRC": "/from/env"}).dify_src == Path("/from/env")
@@ -200,14 +201,28 @@ def test_source_resolution_order(tmp_path, state):
     assert load_dev(c2, src="/from/flag").dify_src == Path("/from/flag")
 
 
-def test_app_commands_bind_localhost_and_use_difys_queues(tmp_path):
+def test_app_commands_bind_localhost_and_use_difys_queues(tmp_path, state):
     assert dev.api_argv(5001) == ["uv", "run", "flask", "run", "--host", "127.0.0.1", "--port", "5001", "--debug"]
-    worker = dev.worker_argv(tmp_path)
+    queues = dev.celery_queues(load_dev(ctx(state, {})))
+    worker = dev.worker_argv(tmp_path, queues)
     assert worker[1:3] == ["-m", "watchfiles"] and worker[-1] == str(tmp_path)
-    assert "uv run celery -A app.celery worker -P gevent -c 1 --loglevel INFO -Q dataset," in worker[-2]
-    assert dev.worker_argv(tmp_path, reload=False)[:3] == ["uv", "run", "celery"]
+    assert f"uv run celery -A app.celery worker -P gevent -c 1 --loglevel INFO -Q {queues}" in worker[-2]
+    assert dev.worker_argv(tmp_path, queues, reload=False)[:3] == ["uv", "run", "celery"]
     assert dev.web_argv(3000) == ["pnpm", "dev", "--port", "3000", "--hostname", "127.0.0.1"]
-    assert len(dev.CELERY_QUEUES.split(",")) == 16
+
+
+def test_start_worker_consumes_every_queue_of_the_release(tmp_path, state):
+    # Workflow runs (workflow_based_app_execution, Dify 1.13) and summaries (dataset_summary) wait
+    # forever on a queue the development worker does not consume.
+    queues = dev.celery_queues(load_dev(ctx(state, {}))).split(",")
+    assert tuple(queues) == release_sets.default().queues
+    assert "workflow_based_app_execution" in queues and "dataset_summary" in queues
+
+
+def test_start_worker_refuses_a_release_without_a_release_set(tmp_path, state):
+    (state / "middleware.env").write_text("DIFY_VERSION=0.9.0\n")
+    with pytest.raises(DifyopsError, match="Dify 0.9.0 has no release set"):
+        dev.celery_queues(load_dev(ctx(state, {})))
 
 
 def test_procfile_runs_our_foreground_tasks(tmp_path, state):

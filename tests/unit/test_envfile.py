@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import stat
 
 import pytest
 
@@ -12,7 +11,7 @@ EXAMPLE = paths.ENV_EXAMPLE.read_text()
 
 
 def generated(**overrides):
-    return envfile.as_dict(envfile.parse(envfile.generate(EXAMPLE, overrides)))
+    return envfile.values_of(envfile.generate(EXAMPLE, overrides))
 
 
 def test_generated_env_passes_check_and_has_no_placeholder():
@@ -55,7 +54,8 @@ def test_check_reports_each_problem_on_its_own():
     assert "CELERY_BROKER_URL does not carry REDIS_PASSWORD" in joined
     assert "SECRET_KEY is missing" in joined
     assert "DB_PASSWORD is a public default" in joined
-    assert len(problems) == 5  # one line each (DB and PGVECTOR passwords are both public)
+    assert "CODE_EXECUTION_API_KEY is one character repeated: not a secret" in joined
+    assert len(problems) == 6  # one line each (DB and PGVECTOR passwords are both public)
 
 
 @pytest.mark.parametrize(
@@ -74,27 +74,3 @@ def test_body_limit_against_upload_limits(body, upload, ok):
 def test_pgvector_elsewhere_is_not_coupled():
     env = generated(PGVECTOR_HOST="vector.internal", PGVECTOR_PASSWORD="a" * 64)
     assert envfile.check(env) == []
-
-
-@pytest.mark.parametrize(
-    "text, where",
-    [("A=1\nnot an assignment\n", "line 2"), ('A="unterminated\n', "line 1"), ("1BAD=x\n", "line 1")],
-)
-def test_malformed_lines_are_named(text, where):
-    with pytest.raises(envfile.EnvFileError, match=where):
-        envfile.parse(text)
-
-
-def test_parse_handles_quotes_comments_and_export():
-    env = envfile.as_dict(envfile.parse("# c\nexport A=1\nB='two words'\nC=3 # note\nD=\n"))
-    assert env == {"A": "1", "B": "two words", "C": "3", "D": ""}
-
-
-def test_write_private_is_0600_and_backup_keeps_the_old(tmp_path):
-    target = tmp_path / ".env"
-    envfile.write_private(target, "A=1\n")
-    assert stat.S_IMODE(target.stat().st_mode) == 0o600
-    saved = envfile.backup(target)
-    envfile.write_private(target, "A=2\n")
-    assert saved.read_text() == "A=1\n" and target.read_text() == "A=2\n"
-    assert stat.S_IMODE(saved.stat().st_mode) == 0o600

@@ -25,6 +25,7 @@ OVERLAY_DEFAULTS = {
     "HAPROXY_IMAGE": "haproxy:3.0.10",
     "REDIS_IMAGE": "redis:6-alpine",
     "WEAVIATE_IMAGE": "semitechnologies/weaviate:1.27.0",
+    "REDIS_EXPORTER_IMAGE": "oliver006/redis_exporter:v1.69.0-alpine",  # redis-sentinel-exporter
 }
 
 
@@ -122,9 +123,9 @@ def test_ha_front_and_primary_keep_difys_service_names():
 def test_ha_networks_are_internal_and_volumes_external():
     for path in (HA_FILE, WEAVIATE_FILE):
         doc = load_compose(path)
-        for key, net in (doc.get("networks") or {}).items():
+        for _key, net in (doc.get("networks") or {}).items():
             assert net.get("internal") is True or net.get("external") is True
-        for key, vol in (doc.get("volumes") or {}).items():
+        for _key, vol in (doc.get("volumes") or {}).items():
             assert vol["external"] is True
             assert vol["name"] in {"${DIFYOPS_STACK:-dify}-" + v for v in ha.VOLUMES}
 
@@ -136,7 +137,7 @@ def test_patroni_settings_follow_env():
         assert setting in text or setting in (paths.COMPOSE_DIR / "data/haproxy/haproxy.cfg").read_text()
     cfg = (paths.COMPOSE_DIR / "data/haproxy/haproxy.cfg").read_text()
     assert "option httpchk GET /primary" in cfg and "option httpchk GET /replica" in cfg
-    assert "on-marked-down shutdown-sessions" in cfg
+    assert "option srvtcpka" in cfg and "option clitcpka" in cfg  # the bounds: tests/unit/test_ha_failover.py
 
 
 COMPOSE = shutil.which("docker") is not None and subprocess.run(

@@ -14,9 +14,11 @@ from invoke import Result
 from invoke.exceptions import Exit
 from rich.console import Console
 
-from difyops import images, paths
+from difyops import digests, images, paths, release_sets
 from difyops.errors import DifyopsError
 from difyops.tasks import images as image_tasks
+
+RELEASE = release_sets.default()  # Dify's pins: the one catalogue
 
 DOCKER_UP = {r"^docker info": Result("26.1.5")}
 MIRROR = "registry.example.cn/dockerhub"
@@ -112,7 +114,7 @@ def test_inspect_argv_matches_the_probe():
 def conventions_table() -> dict[str, tuple[str, str]]:
     """variable -> (default, local build) from docs/CONVENTIONS.md's Images table."""
     text = (paths.ROOT / "docs" / "CONVENTIONS.md").read_text()
-    rows = re.findall(r"^\| ([A-Z_]+_IMAGE) \| (\S+) \| (\S+)", text, flags=re.M)
+    rows = re.findall(r"^\| ([A-Z_]+_IMAGE) \| ([^|]+?) \| (\S+)", text, flags=re.M)
     return {var: (default, local) for var, default, local in rows}
 
 
@@ -125,7 +127,10 @@ def test_catalogue_matches_the_conventions_table():
     assert set(CORE) <= set(table)
     for variable, (default, local) in table.items():
         spec = images.find(variable)
-        assert spec.default.replace("{dify_version}", "${DIFY_VERSION:-1.13.3}") == default
+        if "images.list" not in default:  # Dify's own defer to the catalogue (the release set)
+            assert spec.default.replace("{dify_version}", f"${{DIFY_VERSION:-{RELEASE.release}}}") == default
+        else:
+            assert variable in {RELEASE.image(n).variable for n in ("api", "web", "sandbox", "plugin_daemon")}
         assert spec.local.tag == local
     variables = [spec.variable for spec in images.CATALOGUE]
     assert len(variables) == len(set(variables)), "a variable is in the catalogue twice"
@@ -138,16 +143,13 @@ def test_catalogue_defaults_match_the_compose_files():
     known = {spec.variable: spec for spec in images.CATALOGUE}
     for variable, default in found.items():
         if variable in known:  # images without a local build (e.g. Grafana) are not catalogued
-            assert known[variable].default.replace("{dify_version}", "${DIFY_VERSION:-1.13.3}") == default
+            assert known[variable].default.replace("{dify_version}", f"${{DIFY_VERSION:-{RELEASE.release}}}") == default
 
 
 def test_resolve_gives_official_defaults_for_an_empty_env():
     refs = {item.variable: item.ref for item in images.resolve({}) if item.variable in CORE}
     assert refs == {
-        "DIFY_API_IMAGE": "langgenius/dify-api:1.13.3",
-        "DIFY_WEB_IMAGE": "langgenius/dify-web:1.13.3",
-        "DIFY_SANDBOX_IMAGE": "langgenius/dify-sandbox:0.2.14",
-        "DIFY_PLUGIN_DAEMON_IMAGE": "langgenius/dify-plugin-daemon:0.5.3-local",
+        **{RELEASE.image(name).variable: RELEASE.image(name).ref for name in ("api", "web", "sandbox", "plugin_daemon")},
         "POSTGRES_IMAGE": "pgvector/pgvector:0.8.0-pg17",
         "REDIS_IMAGE": "redis:6-alpine",
         "NGINX_IMAGE": "nginx:1.27.5",
@@ -158,9 +160,9 @@ def test_resolve_gives_official_defaults_for_an_empty_env():
 
 def test_dify_version_feeds_only_the_api_and_web_defaults():
     refs = {item.variable: item.ref for item in images.resolve({"DIFY_VERSION": "1.16.0"})}
-    assert refs["DIFY_API_IMAGE"] == "langgenius/dify-api:1.16.0"
-    assert refs["DIFY_WEB_IMAGE"] == "langgenius/dify-web:1.16.0"
-    assert refs["DIFY_SANDBOX_IMAGE"] == "langgenius/dify-sandbox:0.2.14"
+    assert refs["DIFY_API_IMAGE"] == f"{RELEASE.image('api').repository}:1.16.0"
+    assert refs["DIFY_WEB_IMAGE"] == f"{RELEASE.image('web').repository}:1.16.0"
+    assert refs["DIFY_SANDBOX_IMAGE"] == RELEASE.image("sandbox").ref
     assert refs["REDIS_IMAGE"] == "redis:6-alpine"
 
 
@@ -175,7 +177,7 @@ def test_env_values_override_and_empty_values_mean_the_default():
     by_var = {item.variable: item for item in images.resolve(env)}
     assert by_var["DIFY_API_IMAGE"].ref == "registry.example.cn/dify/api:custom"
     assert by_var["DIFY_API_IMAGE"].from_env
-    assert by_var["DIFY_WEB_IMAGE"].ref == "langgenius/dify-web:1.16.0"
+    assert by_var["DIFY_WEB_IMAGE"].ref == f"{RELEASE.image('web').repository}:1.16.0"
     assert by_var["POSTGRES_IMAGE"].ref == "difyops-local/postgres:17"
     assert by_var["POSTGRES_IMAGE"].is_local_build
     assert by_var["REDIS_IMAGE"].ref == "redis:6-alpine" and not by_var["REDIS_IMAGE"].from_env
@@ -237,7 +239,7 @@ def test_every_base_image_reference_is_the_current_base():
             continue
         for name in names.findall(text):
             found.setdefault(name, set()).add(str(path.relative_to(paths.ROOT)))
-    assert set(found) == {images.BASE_IMAGE}, found
+    assert set(found) <= set(images.BASE_SUITES) and images.BASE_IMAGE in found, found
     assert "tests/swarm/node/Dockerfile" in found[images.BASE_IMAGE]
     assert "tests/standin/Dockerfile" in found[images.BASE_IMAGE]
 
@@ -263,7 +265,7 @@ def test_build_argv_with_ca_bundle_uses_a_staged_copy_and_labels_the_bundle(tmp_
     bundle.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
     staging = tmp_path / "staging"
     plan = images.plan_build(spec, root=paths.ROOT, ca_bundle=bundle, staging_dir=staging, no_cache=True)
-    digest = images.file_sha256(bundle)
+    digest = digests.file_sha256(bundle)
     assert plan.argv == [
         "docker", "build", "--tag", "difyops-local/nginx:1.26",
         "--file", f"{staging}/nginx/Dockerfile",
@@ -404,7 +406,7 @@ def test_build_local_with_ca_bundle_stages_the_shared_folder_once_per_image(tmp_
     assert [argv[argv.index("--target") + 1] for argv in builds] == ["alertmanager", "redis-exporter"]
     assert [Path(argv[-1]).name for argv in builds] == ["alertmanager", "redis-exporter"]
     assert [names for _, names in staged] == [["Dockerfile", "extra-ca.crt"]] * 2
-    assert all(f"io.difyops.extra-ca.sha256={images.file_sha256(bundle)}" in argv for argv in builds)
+    assert all(f"io.difyops.extra-ca.sha256={digests.file_sha256(bundle)}" in argv for argv in builds)
     assert not any(path.exists() for path, _ in staged), "a staged build context was not removed"
     out = capsys.readouterr().out
     assert "difyops-local/alertmanager:0.28 from images/prometheus-family/ (target alertmanager)" in out
@@ -538,10 +540,10 @@ def test_pull_everything_uses_env_refs_and_dify_version(tmp_path):
                     if not r.is_local_build]
     assert pulled_refs == expected_all
     assert pulls[:8] == [
-        "docker pull langgenius/dify-api:1.16.0",
-        "docker pull langgenius/dify-web:1.16.0",
-        "docker pull langgenius/dify-sandbox:0.2.14",
-        "docker pull langgenius/dify-plugin-daemon:0.5.3-local",
+        f"docker pull {RELEASE.image('api').repository}:1.16.0",
+        f"docker pull {RELEASE.image('web').repository}:1.16.0",
+        f"docker pull {RELEASE.image('sandbox').ref}",
+        f"docker pull {RELEASE.image('plugin_daemon').ref}",
         "docker pull pgvector/pgvector:0.8.0-pg17",
         "docker pull redis:7.4",
         "docker pull nginx:1.27.5",
@@ -667,7 +669,7 @@ def test_build_local_with_ca_bundle_from_env_builds_a_staged_context(tmp_path):
     image_tasks.build_local(c, only=["squid"])
     build = [cmd for cmd in commands(c) if cmd.startswith("docker build")][0]
     argv = shlex.split(build)
-    assert f"io.difyops.extra-ca.sha256={images.file_sha256(bundle)}" in argv
+    assert f"io.difyops.extra-ca.sha256={digests.file_sha256(bundle)}" in argv
     context_dir = Path(argv[-1])
     assert context_dir.name == "squid" and context_dir.parent.name.startswith("difyops-build-")
     assert not context_dir.exists(), "the staged build context was not removed"

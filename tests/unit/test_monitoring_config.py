@@ -15,7 +15,10 @@ import pytest
 import yaml
 from conftest import load_compose
 
-from difyops import monitoring, paths
+import compose_cli
+
+from difyops import envfile, monitoring, paths, release_sets
+from difyops.config import load_settings
 
 MON = paths.MONITORING_DIR
 COMPOSE = paths.COMPOSE_DIR / "monitoring.yml"
@@ -43,8 +46,9 @@ def _compose_ok() -> bool:
         ["docker", "compose", "version"], capture_output=True).returncode == 0
 
 
-needs_compose = pytest.mark.skipif(
-    not _compose_ok(), reason="needs the docker compose CLI (no daemon); runs in CI via .ci/run")
+# A skip outside CI, a failure under CI=true (the `requires` mark, tests/conftest.py).
+needs_compose = pytest.mark.requires(_compose_ok(), "the docker compose CLI (no daemon needed) is missing",
+                                     "CI, where .ci/run installs it")
 
 
 def alerts():
@@ -145,14 +149,44 @@ def test_every_volume_is_named_by_stack_so_teardown_finds_it():
         assert vol["name"].startswith("${DIFYOPS_STACK:-dify}-monitoring-"), key
 
 
-def test_celery_queue_checks_cover_every_dify_queue():
-    keys = DOC["services"]["redis-exporter"]["environment"]["REDIS_EXPORTER_CHECK_SINGLE_KEYS"]
-    listed = {k.split("=", 1)[1] for k in re.search(r":-(.*)\}$", keys).group(1).split(",")}
-    dify_queues = {"dataset", "priority_dataset", "priority_pipeline", "pipeline", "mail", "ops_trace",
-                   "app_deletion", "plugin", "workflow_storage", "conversation", "workflow",
-                   "schedule_poller", "schedule_executor", "triggered_workflow_dispatcher",
-                   "trigger_refresh_executor", "retention"}
-    assert listed == dify_queues
+@pytest.mark.parametrize("version", release_sets.supported())
+def test_the_queue_script_reads_every_queue_of_the_release_in_the_brokers_database(version, tmp_path):
+    """compose/monitoring.yml's queue script as Compose renders it, with the process environment
+    the task library gives it: LLEN of each queue of the release set, then one's own."""
+    compose_cli.require_compose()
+    env_file = tmp_path / ".env"
+    env_file.write_text(envfile.generate(paths.ENV_EXAMPLE.read_text(), {
+        "DIFYOPS_STACK": "u", "DIFY_VERSION": version, "MONITORING_EXTRA_QUEUES": "my_app, reports",
+        "CELERY_BROKER_URL": "redis://:pw@redis:6379/3"}))
+    settings = load_settings(None, env_file)
+    result = subprocess.run(["docker", "compose", "-f", str(COMPOSE), "--env-file", str(env_file), "config",
+                             "--format", "json"], capture_output=True, text=True,
+                            env=compose_cli.process_environment(monitoring.compose_env(settings)))
+    assert result.returncode == 0, result.stderr
+    script = json.loads(result.stdout)["configs"]["celery_queues"]["content"]
+    assert "redis.call('SELECT', 3)" in script
+    listed = re.search(r"string.gmatch\('([^']*)'", script)[1].split(",")
+    assert listed == [*release_sets.load(version).queues, "my_app", "reports"]
+    exporter = json.loads(result.stdout)["services"]["redis-exporter"]
+    assert [c["target"] for c in exporter["configs"]] == [exporter["environment"]["REDIS_EXPORTER_SCRIPT"]]
+
+
+def test_a_queue_name_that_is_not_one_is_refused(tmp_path):
+    env_file = tmp_path / ".env"
+    env_file.write_text(envfile.generate(paths.ENV_EXAMPLE.read_text(), {
+        "DIFYOPS_STACK": "u", "MONITORING_EXTRA_QUEUES": "ok_queue,x') redis.call('FLUSHALL"}))
+    settings = load_settings(None, env_file)
+    assert monitoring.queue_problems(settings) == [
+        "MONITORING_EXTRA_QUEUES: \"x') redis.call('FLUSHALL\" is not a queue name (letters, digits, _ . : - only)"]
+    assert "FLUSHALL" not in monitoring.compose_env(settings)["DIFYOPS_CELERY_QUEUES"]
+
+
+@pytest.mark.parametrize("url,db", [("redis://:pw@redis:6379/1", 1), ("redis://:pw@redis:6379/4", 4),
+                                    ("redis://:pw@redis:6379", 1), ("sentinel://:pw@s1:26379/2", 2), ("", 1)])
+def test_the_brokers_database_is_the_broker_urls(url, db, tmp_path):
+    env_file = tmp_path / ".env"
+    env_file.write_text(envfile.generate(paths.ENV_EXAMPLE.read_text(), {"DIFYOPS_STACK": "u", "CELERY_BROKER_URL": url}))
+    assert monitoring.broker_db(load_settings(None, env_file)) == db
 
 
 @needs_compose

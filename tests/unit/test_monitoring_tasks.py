@@ -9,7 +9,9 @@ from conftest import OK, commands, fail_result, mock_context, write_env
 from invoke import Result
 from invoke.exceptions import Exit
 
+from difyops import clusters
 from difyops import monitoring as mon
+from difyops import release_sets
 from difyops.config import load_settings
 from difyops.tasks import monitoring as tasks
 
@@ -71,8 +73,13 @@ def test_start_passes_profiles_and_the_webhook_url_through_compose_env(tmp_path)
     tasks.start(c, grafana=True, webhook_url="http://hook:9000/x", timeout=60)
     call = next(call for call in c.run.call_args_list if " up -d --wait" in call.args[0])
     assert "--profile grafana up -d --wait --wait-timeout 60" in call.args[0]
-    assert call.kwargs["env"] == {"DIFYOPS_STACK": "unit", "DIFYOPS_ENV_FILE": str(env),
-                                  "ALERTMANAGER_WEBHOOK_URL": "http://hook:9000/x"}
+    queues = ",".join(release_sets.for_env(load_settings(None, env).env).queues)
+    # clusters.compose_env: the release's images for what .env leaves empty, as for every cluster.
+    release = clusters.release_env(load_settings(None, env))
+    assert call.kwargs["env"] == {**release, "DIFYOPS_STACK": "unit", "DIFYOPS_ENV_FILE": str(env),
+                                  "DIFYOPS_DIFY_ENV_FILE": str(env.parent / "var" / "unit" / "dify.env"),
+                                  "ALERTMANAGER_WEBHOOK_URL": "http://hook:9000/x",
+                                  "DIFYOPS_CELERY_QUEUES": queues, "DIFYOPS_CELERY_BROKER_DB": "1"}
 
 
 def test_start_refuses_grafana_without_an_admin_password(tmp_path):

@@ -6,33 +6,21 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import OK, commands, fail_result, mock_context
+from conftest import OK, commands, fail_result, mock_context, rollout_context
 from invoke import Result
 from invoke.exceptions import Exit
 
-from difyops import releases, rollout, workers
+from difyops import release_sets, releases, rollout, units, workers
 from difyops.config import load_settings
 from difyops.tasks import prod
 
 NEW_API, NEW_WEB = "difyops-standin/dify-api:v2", "difyops-standin/dify-web:v2"
-RUNNING = Result(json.dumps({"Service": "x", "State": "running", "Health": "healthy"}))
-
-
-@pytest.fixture(autouse=True)
-def fast(monkeypatch):
-    monkeypatch.setattr("difyops.probes.shutil.which", lambda name: f"/usr/bin/{name}")
-    monkeypatch.setattr(rollout, "DNS_SETTLE_SECONDS", 0)
+AT_HEAD = Result("INFO  [alembic.runtime.migration] Context impl PostgresqlImpl.\n0004_v2_message_tag_end_users (head)\n")
+pytestmark = pytest.mark.usefixtures("fast_rollout")
 
 
 def upgrade_context(env_path, **extra):
-    results = {r"docker info": Result("26.1.5"), r"docker compose version": Result("2.26.1")}
-    results.update(extra)
-    results.setdefault(r" ps (-a )?--format json", RUNNING)
-    results.setdefault(r"docker image inspect", Result("sha256:x"))
-    results.setdefault(r"run --rm --no-deps migrate", OK)
-    results.setdefault(r" up -d", OK)
-    results.setdefault(r" down ", OK)
-    return mock_context(env_path, results)
+    return rollout_context(env_path, AT_HEAD, **extra)
 
 
 def calls(c, needle):
@@ -54,12 +42,25 @@ def test_upgrade_migrates_with_new_image_starts_new_then_drains_old(env_path):
     down_api = index_of(ran, "-p unit-api ", " down --remove-orphans")
     down_worker = index_of(ran, "-p unit-worker ", " down --remove-orphans")
     assert migrate < up_api < up_web < up_worker < down_api < down_worker
-    # the old release drains with its own grace period (no --timeout), then beat joins the new one
+    # the old api drains with its own grace period (no --timeout)
     assert "--timeout" not in ran[down_api]
-    assert ran[-1].endswith("up -d --no-deps --wait --wait-timeout 300") and "-p unit-worker-green" in ran[-1]
+    # beat moves alone, old one stopped first; then every old worker stops taking tasks at once and
+    # is given the longest workflow run the release allows (WORKFLOW_MAX_EXECUTION_TIME 1200 + 30)
+    stop_beat = index_of(ran, "-p unit-worker ", " stop worker_beat")
+    up_beat = index_of(ran, "-p unit-worker-green", "up -d --no-deps --wait", " worker_beat")
+    sigterm = index_of(ran, "-p unit-worker ", " kill -s SIGTERM worker")
+    assert up_worker < stop_beat < up_beat < sigterm < down_worker
+    assert ran[down_worker].endswith("down --remove-orphans --timeout 1230")
     # the new images reach compose through its process environment
     migrate_call = calls(c, "--profile migrate")[0]
     assert migrate_call.kwargs["env"]["DIFY_API_IMAGE"] == NEW_API
+    # before the migration: the storage volume to the new image's user; after it: the schema check
+    owners = index_of(ran, "--profile init run --rm --no-deps init_permissions")
+    check = index_of(ran, "-p unit-api-green", "-e MODE=job -e MIGRATION_ENABLED=false migrate db current")
+    assert owners < migrate < check < up_api
+    owner_call = calls(c, "init_permissions")[0]
+    assert (owner_call.kwargs["env"]["DIFY_API_IMAGE"], owner_call.kwargs["env"]["DIFYOPS_STORAGE_OWNER"]) == \
+        (NEW_API, "1001:1001")
     assert calls(c, "-p unit-web-green")[0].kwargs["env"]["DIFY_WEB_IMAGE"] == NEW_WEB
     settings = load_settings(c)
     assert releases.active_project(settings, "api") == "unit-api-green"
@@ -95,6 +96,67 @@ def test_unhealthy_new_replica_rolls_back_and_leaves_old_serving(env_path):
     assert releases.active_project(settings, "api") == "unit-api"
     assert env_path.read_text() == before
     assert releases.history(settings)[-1]["result"] == "rolled-back"
+
+
+def test_a_migration_skipped_under_a_held_lock_stops_the_upgrade(env_path):
+    # `flask upgrade-db` exits 0 and prints "Database migration skipped" when db_upgrade_lock is held.
+    c = upgrade_context(env_path, **{
+        r"run --rm --no-deps migrate": Result("Preparing database migration...\nDatabase migration skipped\n"),
+        r"migrate db current": Result("0003_upload_files\n")})
+    with pytest.raises(Exit) as exc:
+        prod.upgrade(c, api_image=NEW_API, no_backup=True)
+    message = str(exc.value.message)
+    assert message.count("\n") == 0 and "0003_upload_files, not at its head" in message
+    assert "Database migration skipped" in message and "db_upgrade_lock" in message and "still serving" in message
+    assert not [cmd for cmd in commands(c) if " up " in cmd or " down " in cmd]
+    assert releases.history(load_settings(c))[-1]["result"] == "failed"
+
+
+def test_an_image_that_exits_0_on_a_failed_migration_stops_the_upgrade(env_path):
+    # Dify before PR 32024: a failed migration printed its error and exited 0.
+    c = upgrade_context(env_path, **{
+        r"run --rm --no-deps migrate": Result("Database migration failed: relation already exists\n"),
+        r"migrate db current": Result("0003_upload_files\n")})
+    with pytest.raises(Exit, match="exited 0 without reaching it"):
+        prod.upgrade(c, api_image=NEW_API, no_backup=True)
+    assert not [cmd for cmd in commands(c) if " up " in cmd or " down " in cmd]
+
+
+def test_a_schema_check_that_cannot_run_stops_the_upgrade(env_path):
+    c = upgrade_context(env_path, **{r"migrate db current": fail_result("could not connect to server")})
+    with pytest.raises(Exit, match=r"`flask db current` failed \(could not connect to server\)"):
+        prod.upgrade(c, api_image=NEW_API, no_backup=True)
+
+
+def test_the_stop_grace_of_a_worker_follows_the_longest_workflow_run(env_path):
+    from difyops import clusters
+
+    settings = load_settings(mock_context(env_path, {}))
+    worker = clusters.CLUSTERS["worker"]
+    assert units.cluster_env(settings, worker)["WORKER_STOP_GRACE_PERIOD"] == "1230s"
+    assert "WORKER_STOP_GRACE_PERIOD" not in units.cluster_env(settings, clusters.CLUSTERS["api"])
+    settings.env["WORKFLOW_MAX_EXECUTION_TIME"] = "3600"
+    assert workers.drain_seconds(settings.env) == 3630
+    settings.env["WORKER_STOP_GRACE_PERIOD"] = "90s"  # set in .env: it wins
+    assert "WORKER_STOP_GRACE_PERIOD" not in units.cluster_env(settings, worker)
+
+
+def test_a_bad_workflow_limit_is_refused_before_the_upgrade_changes_anything(env_path):
+    with open(env_path, "a") as env:
+        env.write("APP_MAX_EXECUTION_TIME=20m\n")
+    c = upgrade_context(env_path)
+    with pytest.raises(Exit, match="APP_MAX_EXECUTION_TIME='20m' is not a whole number of seconds"):
+        prod.upgrade(c, api_image=NEW_API, no_backup=True)
+    assert not [cmd for cmd in commands(c) if "compose" in cmd and (" run " in cmd or " up " in cmd)]
+
+
+def test_scaling_workers_gives_storage_first_and_drains_removed_ones(env_path):
+    c = mock_context(env_path, {r".": OK})
+    prod.scale(c, "worker=3")
+    ran = commands(c)
+    owners = index_of(ran, "--profile init run --rm --no-deps init_permissions")
+    scale = index_of(ran, "-p unit-worker ", "--scale worker=3")
+    assert owners < scale and ran[scale].endswith("--timeout 1230 worker")
 
 
 def test_failed_migration_moves_nothing(env_path):
@@ -142,26 +204,17 @@ def test_version_moves_dify_version_and_pinned_tags():
         "DIFY_VERSION": "1.14.0", "DIFY_API_IMAGE": "mirror.example:5000/langgenius/dify-api:1.14.0"}
 
 
-def test_backup_hook_is_called_when_present_and_skipped_otherwise(env_path, monkeypatch, capsys):
-    from invoke import Collection, task
+def test_upgrade_backs_up_first_through_the_backup_logic_unless_told_not_to(env_path, monkeypatch):
+    from difyops import backup
 
-    from difyops.tasks import ns as root
-
-    monkeypatch.delitem(root.collections, "backup", raising=False)
+    called = []
+    monkeypatch.setattr(backup, "create_and_record", lambda c, settings, **kw: called.append(settings.stack))
     c = upgrade_context(env_path)
     prod.upgrade(c, api_image=NEW_API)
-    assert "skipped (no `backup.create` task" in capsys.readouterr().err
-    called = []
-
-    @task
-    def create(ctx):
-        called.append(ctx)
-
-    backup_ns = Collection("backup", create)
-    monkeypatch.setitem(root.collections, "backup", backup_ns)
+    assert called == ["unit"]
     c = upgrade_context(env_path)
-    prod.upgrade(c, api_image="difyops-standin/dify-api:v3")
-    assert called == [c]
+    prod.upgrade(c, api_image="difyops-standin/dify-api:v3", no_backup=True)
+    assert called == ["unit"]
 
 
 def test_rollback_goes_to_the_release_before_the_last_upgrade(env_path):
@@ -226,10 +279,37 @@ def test_scale_refusals(env_path, spec, expected):
     assert commands(c) == []
 
 
-def test_worker_groups_default_is_one_group(env_path):
+def test_worker_groups_default_is_one_group_on_every_queue_of_the_release(env_path):
     settings = load_settings(mock_context(env_path, {}))
     assert [g.name for g in workers.groups(settings)] == ["worker"]
-    assert workers.groups(settings)[0].env == {}
+    assert workers.groups(settings)[0].env == {"CELERY_WORKER_QUEUES": release_sets.for_env(settings.env).queue_list()}
+
+
+def test_the_main_worker_takes_every_release_queue_no_group_took(env_path):
+    # Workflow runs (workflow_based_app_execution) and summaries (dataset_summary) must reach a
+    # worker when a group takes the indexing queues.
+    settings = load_settings(mock_context(env_path, {}))
+    settings.env.update({"WORKER_GROUPS": "dataset",
+                         "WORKER_DATASET_QUEUES": "dataset,priority_dataset,pipeline,priority_pipeline"})
+    main, group = workers.groups(settings)
+    assert set(main.queues) | set(group.queues) == set(release_sets.for_env(settings.env).queues)
+    assert {"workflow_based_app_execution", "dataset_summary"} <= set(main.queues)
+    assert not set(main.queues) & set(group.queues)
+
+
+def test_a_worker_group_queue_the_release_does_not_have_is_refused(env_path):
+    settings = load_settings(mock_context(env_path, {}))
+    settings.env.update({"WORKER_GROUPS": "dataset", "WORKER_DATASET_QUEUES": "datset"})
+    release = release_sets.for_env(settings.env).release
+    with pytest.raises(workers.WorkerGroupError, match=f"'datset' is not a queue of Dify {release}"):
+        workers.groups(settings)
+
+
+def test_a_release_without_a_release_set_is_refused_with_one_line(env_path):
+    settings = load_settings(mock_context(env_path, {}))
+    settings.env["DIFY_VERSION"] = "9.9.9"
+    with pytest.raises(workers.WorkerGroupError, match="Dify 9.9.9 has no release set"):
+        workers.groups(settings)
 
 
 def test_worker_groups_split_queues(env_path):

@@ -12,6 +12,7 @@ trap 'rm -f "$rdb"' EXIT
 age -d -i /identity/key "$in" | zstd -q -d -c > "$rdb"
 aside="$target/.difyops-pre-restore-$stamp"
 mkdir "$aside"
+chown --reference="$target" "$aside"; chmod --reference="$target" "$aside"
 find "$target" -mindepth 1 -maxdepth 1 ! -name '.difyops-*' -exec mv -t "$aside" {} +
 mkdir "$target/appendonlydir"
 cp "$rdb" "$target/dump.rdb"

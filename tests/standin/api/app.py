@@ -9,7 +9,7 @@ import time
 from flask import Flask, g, request
 from werkzeug.exceptions import HTTPException
 
-from standin import commands, config, db, logs, views
+from standin import commands, config, db, logs, privkeys, views
 from standin.tasks import celery  # noqa: F401  (celery -A app.celery beat / worker)
 
 log = logging.getLogger("standin.app")
@@ -34,6 +34,7 @@ def create_app():
     for name, prefix in views.PREFIXES.items():
         app.register_blueprint(views.bp, url_prefix=prefix, name=name)
     app.register_blueprint(views.root_bp)
+    app.register_blueprint(privkeys.bp, url_prefix="/console/api")  # tenant key pairs (privkeys/)
     commands.register(app)
 
     @app.before_request

@@ -1,13 +1,17 @@
 # TEST DOUBLE - NOT DIFY, NEVER A DEFAULT.
 # `celery -A celery_entrypoint.celery worker -P gevent ...` (MODE=worker) and `... beat` (MODE=beat), as in
 # Dify: celery's gevent pool has monkeypatched the stdlib already; psycopg2 is made gevent-aware here.
+import faulthandler
 import logging
+import signal
 
 import psycogreen.gevent as psycogreen_gevent
 
 from standin import logs
 
 logs.setup_logging()
+# SIGUSR2 prints every thread's Python stack to stderr (the container's log): how a hang is read.
+faulthandler.register(signal.SIGUSR2, all_threads=True)
 psycogreen_gevent.patch_psycopg()
 logging.getLogger("standin.celery").info("psycopg2 patched with gevent.")
 

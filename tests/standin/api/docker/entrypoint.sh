@@ -1,9 +1,12 @@
 #!/bin/bash
 # TEST DOUBLE - NOT DIFY, NEVER A DEFAULT.
-# /entrypoint.sh of the dify-api stand-in. Follows Dify 1.13.3's api/docker/entrypoint.sh: MODE selects
+# /entrypoint.sh of the dify-api stand-in. Follows Dify 1.13.3's api/docker/entrypoint.sh (and 1.16.1's,
+# which is not stored anywhere readable: assumed the same but for its queue list): MODE selects
 # api (default), worker, beat, migration or job; MIGRATION_ENABLED=true migrates first. Differences:
 # MODE=migration migrates whatever MIGRATION_ENABLED says, a failed migration stops the container
-# (Dify logs it and starts anyway), and api/worker/beat refuse to start without SECRET_KEY.
+# (Dify logs it and starts anyway), api/worker/beat refuse to start without SECRET_KEY, and refuse
+# to start on a storage volume their user (uid 1001, as Dify's) cannot write (Dify fails at the
+# first write instead: tests/standin/api/standin/storage.py).
 set -e
 
 export LANG=${LANG:-C.UTF-8}
@@ -38,6 +41,10 @@ require_secret_key() {
   fi
 }
 
+require_writable_storage() {
+  python3 -m standin.storage || exit 1
+}
+
 run_migrations() {
   say INFO "Running migrations"
   flask upgrade-db
@@ -55,6 +62,7 @@ fi
 
 if [[ "${MODE}" == "worker" ]]; then
   require_secret_key
+  require_writable_storage
   if [ "${CELERY_AUTO_SCALE,,}" = "true" ]; then
     AVAILABLE_CORES=$(nproc)
     MAX_WORKERS=${CELERY_MAX_WORKERS:-$AVAILABLE_CORES}
@@ -64,7 +72,11 @@ if [[ "${MODE}" == "worker" ]]; then
     CONCURRENCY_OPTION="-c ${CELERY_WORKER_AMOUNT:-1}"
   fi
 
-  DEFAULT_QUEUES="${CELERY_QUEUES:-dataset,priority_dataset,priority_pipeline,pipeline,mail,ops_trace,app_deletion,plugin,workflow_storage,conversation,workflow,schedule_poller,schedule_executor,triggered_workflow_dispatcher,trigger_refresh_executor,retention}"
+  # The self-hosted list of the release this image stands in for (standin/config.py QUEUES_BY_RELEASE,
+  # Dify's own lists: difyops/release_sets/dify-<release>.yaml `queues`; tests/unit/test_contract.py
+  # keeps them equal).
+  RELEASE_QUEUES="$(python3 -c 'from standin import config; print(config.DEFAULT_QUEUES)')"
+  DEFAULT_QUEUES="${CELERY_QUEUES:-${RELEASE_QUEUES}}"
   if [[ -n "${CELERY_WORKER_QUEUES}" ]]; then
     DEFAULT_QUEUES="${CELERY_WORKER_QUEUES}"
     say INFO "Using CELERY_WORKER_QUEUES: ${DEFAULT_QUEUES}"
@@ -82,6 +94,7 @@ if [[ "${MODE}" == "worker" ]]; then
 
 elif [[ "${MODE}" == "beat" ]]; then
   require_secret_key
+  require_writable_storage
   exec celery -A celery_entrypoint.celery beat --loglevel "${LOG_LEVEL:-INFO}"
 
 elif [[ "${MODE}" == "job" ]]; then
@@ -105,6 +118,7 @@ elif [[ "${MODE}" == "job" ]]; then
 
 else
   require_secret_key
+  require_writable_storage
   if [[ "${DEBUG}" == "true" ]]; then
     exec flask run --host="${DIFY_BIND_ADDRESS:-0.0.0.0}" --port="${DIFY_PORT:-5001}" --debug
   else

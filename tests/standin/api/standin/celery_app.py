@@ -1,7 +1,9 @@
 # TEST DOUBLE - NOT DIFY, NEVER A DEFAULT.
 # Celery configuration from Dify's variables: CELERY_BROKER_URL (redis://:pw@redis:6379/1, or
 # sentinel://...;sentinel://... with CELERY_USE_SENTINEL), CELERY_BACKEND (redis: results next to the
-# broker; database: the stand-in keeps results only in its task_results table).
+# broker; database: the stand-in keeps results only in its task_results table). As in Dify
+# (api/extensions/ext_celery.py), task_ignore_result=True: no task stores a Celery result and no sender
+# subscribes to one, so beat holds no pub/sub connection (tests/standin/CONTRACT.md, "Celery results").
 import logging
 from datetime import timedelta
 
@@ -28,7 +30,7 @@ def make_celery(name="dify-standin", with_beat_schedule=False):
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],
-        task_ignore_result=backend is None,
+        task_ignore_result=True,
         result_expires=3600,
         broker_connection_retry_on_startup=True,
         broker_transport_options=broker_transport_options,

@@ -3,17 +3,33 @@
 import hashlib
 import os
 import socket
-from urllib.parse import quote
+from urllib.parse import quote, quote_plus
 
 API_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # /app/api
 UPSTREAM_VERSION = "1.13.3"
+# The release each image version stands in for: v1 and v2 are Dify 1.13.3 (UPSTREAM_VERSION), v3 is
+# the default release, Dify 1.16.1 (difyops/release_sets/dify-1.16.1.yaml).
+UPSTREAM_VERSIONS = {"v3": "1.16.1"}
 
-# Dify's self-hosted queue list (api/docker/entrypoint.sh, 1.13.3).
-DEFAULT_QUEUES = (
-    "dataset,priority_dataset,priority_pipeline,pipeline,mail,ops_trace,app_deletion,plugin,"
-    "workflow_storage,conversation,workflow,schedule_poller,schedule_executor,"
-    "triggered_workflow_dispatcher,trigger_refresh_executor,retention"
-)
+# Dify's self-hosted queue list of each release (api/docker/entrypoint.sh; difyops/release_sets/
+# dify-<release>.yaml `queues` says where each was read, tests/unit/test_contract.py keeps them equal).
+# Workflow and chatflow runs are published on workflow_based_app_execution (Dify 1.13, PR 32060),
+# summary indexes on dataset_summary (PR 32972).
+QUEUES_BY_RELEASE = {
+    "1.13.3": (
+        "api_token,dataset,dataset_summary,priority_dataset,priority_pipeline,pipeline,mail,ops_trace,"
+        "app_deletion,plugin,workflow_storage,conversation,workflow,schedule_poller,schedule_executor,"
+        "triggered_workflow_dispatcher,trigger_refresh_executor,retention,workflow_based_app_execution"
+    ),
+    "1.16.1": (
+        "api_token,dataset,dataset_summary,priority_dataset,priority_pipeline,pipeline,mail,ops_trace,"
+        "app_deletion,plugin,workflow_storage,conversation,workflow,schedule_poller,schedule_executor,"
+        "triggered_workflow_dispatcher,trigger_refresh_publisher,trigger_refresh_executor,retention,"
+        "workflow_based_app_execution"
+    ),
+}
+WORKFLOW_QUEUE = "workflow_based_app_execution"
+SUMMARY_QUEUE = "dataset_summary"
 
 
 def env(name, default=""):
@@ -50,9 +66,18 @@ def image_version_number():
     return int(v) if v.isdigit() else 1
 
 
+def upstream_version():
+    """The Dify release this image stands in for."""
+    return UPSTREAM_VERSIONS.get(image_version(), UPSTREAM_VERSION)
+
+
 def reported_version():
     # STANDIN_REPORTED_VERSION lets a test pretend to be another release; the default names the double.
-    return env("STANDIN_REPORTED_VERSION", f"{UPSTREAM_VERSION}-standin.{image_version()}")
+    return env("STANDIN_REPORTED_VERSION", f"{upstream_version()}-standin.{image_version()}")
+
+
+# The queues a worker consumes when none are named: its release's.
+DEFAULT_QUEUES = QUEUES_BY_RELEASE.get(upstream_version(), QUEUES_BY_RELEASE["1.13.3"])
 
 
 HOSTNAME = socket.gethostname()
@@ -74,8 +99,40 @@ DB_PASSWORD = os.environ.get("DB_PASSWORD", "difyai123456")
 DB_HOST = env("DB_HOST", "localhost")
 DB_PORT = env_int("DB_PORT", 5432)
 DB_DATABASE = env("DB_DATABASE", "dify")
+DB_EXTRAS = env("DB_EXTRAS", "")
+DB_CHARSET = env("DB_CHARSET", "")
+# Dify's engine options (DatabaseConfig.SQLALCHEMY_ENGINE_OPTIONS), with Dify's defaults: a pool of
+# SQLALCHEMY_POOL_SIZE plus SQLALCHEMY_MAX_OVERFLOW connections, recycled after
+# SQLALCHEMY_POOL_RECYCLE seconds, pinged on checkout only with SQLALCHEMY_POOL_PRE_PING, no
+# connect or statement timeout of its own (tests/standin/CONTRACT.md, "Database connections").
 SQLALCHEMY_POOL_SIZE = env_int("SQLALCHEMY_POOL_SIZE", 30)
+SQLALCHEMY_MAX_OVERFLOW = env_int("SQLALCHEMY_MAX_OVERFLOW", 10)
+SQLALCHEMY_POOL_RECYCLE = env_int("SQLALCHEMY_POOL_RECYCLE", 3600)
 SQLALCHEMY_POOL_PRE_PING = env_bool("SQLALCHEMY_POOL_PRE_PING", False)
+SQLALCHEMY_POOL_USE_LIFO = env_bool("SQLALCHEMY_POOL_USE_LIFO", False)
+SQLALCHEMY_POOL_TIMEOUT = env_int("SQLALCHEMY_POOL_TIMEOUT", 30)
+
+
+def database_uri():
+    """SQLALCHEMY_DATABASE_URI as Dify builds it: DB_EXTRAS (and DB_CHARSET) as the URL's query,
+    which the psycopg2 dialect hands to libpq as connection parameters."""
+    extras = (f"{DB_EXTRAS}&client_encoding={DB_CHARSET}" if DB_CHARSET else DB_EXTRAS).strip("&")
+    return (f"postgresql://{quote_plus(DB_USERNAME)}:{quote_plus(DB_PASSWORD)}@{DB_HOST}:{DB_PORT}/"
+            f"{DB_DATABASE}" + (f"?{extras}" if extras else ""))
+
+
+def engine_options():
+    """SQLALCHEMY_ENGINE_OPTIONS as Dify passes them to create_engine (timezone forced to UTC)."""
+    return {
+        "pool_size": SQLALCHEMY_POOL_SIZE,
+        "max_overflow": SQLALCHEMY_MAX_OVERFLOW,
+        "pool_recycle": SQLALCHEMY_POOL_RECYCLE,
+        "pool_pre_ping": SQLALCHEMY_POOL_PRE_PING,
+        "pool_use_lifo": SQLALCHEMY_POOL_USE_LIFO,
+        "pool_reset_on_return": "rollback",
+        "pool_timeout": SQLALCHEMY_POOL_TIMEOUT,
+        "connect_args": {"options": "-c timezone=UTC", "application_name": f"dify-standin-{MODE}"},
+    }
 
 
 def db_params(database=None):
@@ -91,7 +148,8 @@ def db_params(database=None):
 
 
 # ---- redis (Dify: REDIS_HOST, REDIS_PORT, REDIS_USERNAME, REDIS_PASSWORD, REDIS_DB, REDIS_USE_SSL,
-# REDIS_USE_SENTINEL + REDIS_SENTINELS + REDIS_SENTINEL_SERVICE_NAME + REDIS_SENTINEL_PASSWORD,
+# REDIS_USE_SENTINEL + REDIS_SENTINELS + REDIS_SENTINEL_SERVICE_NAME + REDIS_SENTINEL_PASSWORD
+# + REDIS_SENTINEL_SOCKET_TIMEOUT,
 # REDIS_USE_CLUSTERS + REDIS_CLUSTERS + REDIS_CLUSTERS_PASSWORD)
 REDIS_HOST = env("REDIS_HOST", "localhost")
 REDIS_PORT = env_int("REDIS_PORT", 6379)
@@ -104,6 +162,7 @@ REDIS_SENTINELS = env("REDIS_SENTINELS", "")
 REDIS_SENTINEL_SERVICE_NAME = env("REDIS_SENTINEL_SERVICE_NAME", "")
 REDIS_SENTINEL_USERNAME = env("REDIS_SENTINEL_USERNAME", "") or None
 REDIS_SENTINEL_PASSWORD = env("REDIS_SENTINEL_PASSWORD", "") or None
+REDIS_SENTINEL_SOCKET_TIMEOUT = float(env("REDIS_SENTINEL_SOCKET_TIMEOUT", "0.1"))
 REDIS_USE_CLUSTERS = env_bool("REDIS_USE_CLUSTERS", False)
 REDIS_CLUSTERS = env("REDIS_CLUSTERS", "")
 REDIS_CLUSTERS_PASSWORD = env("REDIS_CLUSTERS_PASSWORD", "") or None
@@ -128,6 +187,12 @@ CELERY_SENTINEL_SOCKET_TIMEOUT = float(env("CELERY_SENTINEL_SOCKET_TIMEOUT", "0.
 DEFAULT_TASK_QUEUE = env("STANDIN_DEFAULT_TASK_QUEUE", "dataset")
 BEAT_HEARTBEAT_INTERVAL = float(env("STANDIN_BEAT_INTERVAL", "10"))
 BEAT_HEARTBEAT_QUEUE = env("STANDIN_BEAT_QUEUE", "schedule_poller")
+
+# ---- workflow runs (Dify: WORKFLOW_MAX_EXECUTION_TIME, APP_MAX_EXECUTION_TIME, 1200 s each in
+# docker/.env.example): a run that would last longer is stopped and fails, as Dify's engine does.
+def workflow_max_seconds():
+    return min(env_int("WORKFLOW_MAX_EXECUTION_TIME", 1200), env_int("APP_MAX_EXECUTION_TIME", 1200))
+
 
 # ---- storage (Dify: STORAGE_TYPE=opendal + OPENDAL_SCHEME=fs + OPENDAL_FS_ROOT; or STORAGE_TYPE=local +
 # STORAGE_LOCAL_PATH). Relative roots are relative to /app/api, as in Dify.

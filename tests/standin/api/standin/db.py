@@ -1,15 +1,20 @@
 # TEST DOUBLE - NOT DIFY, NEVER A DEFAULT.
-# A small PostgreSQL connection pool (psycopg2; gevent-friendly once psycogreen has patched psycopg2,
-# because the locks below are the patched ones under gevent). Size SQLALCHEMY_POOL_SIZE, optional
-# pre-ping (SQLALCHEMY_POOL_PRE_PING), broken connections are dropped so a restarted database is survived.
+# The stand-in's database pool is SQLAlchemy's own QueuePool, built the way Dify 1.13.3 builds its
+# engine (configs/middleware DatabaseConfig: the URL with DB_EXTRAS as its query, pool_size,
+# max_overflow, pool_recycle, pool_pre_ping, pool_use_lifo, pool_reset_on_return, pool_timeout,
+# connect_args timezone=UTC), so a pooled connection behaves as Dify's does when the database goes
+# away: no connect or statement timeout of its own, a dead connection found by pre-ping (when
+# SQLALCHEMY_POOL_PRE_PING is on) or by the query that fails on it, and on a disconnect the whole
+# pool invalidated. gevent-friendly once psycogreen has patched psycopg2 (gunicorn.conf.py,
+# celery_entrypoint.py), as in Dify.
 import contextlib
 import logging
 import os
-import threading
 import time
 
 import psycopg2
-import psycopg2.extras
+import sqlalchemy
+import sqlalchemy.exc
 
 from standin import config
 
@@ -20,89 +25,66 @@ class PoolTimeout(Exception):
     pass
 
 
+class _Cursor:
+    """What callers use of a psycopg2 RealDictCursor (execute, fetchone, fetchall, rowcount), on a
+    SQLAlchemy connection: statements go through SQLAlchemy, so its disconnect handling applies."""
+
+    def __init__(self, conn):
+        self._conn = conn
+        self._result = None
+
+    def execute(self, sql, params=None):
+        self._result = self._conn.exec_driver_sql(sql, params) if params is not None \
+            else self._conn.exec_driver_sql(sql)
+
+    def fetchone(self):
+        return self._result.mappings().fetchone()
+
+    def fetchall(self):
+        return self._result.mappings().fetchall()
+
+    @property
+    def rowcount(self):
+        return self._result.rowcount
+
+
 class Pool:
-    def __init__(self, size):
-        self.size = max(1, size)
-        self._reset()
+    def __init__(self):
+        self._engine = None
+        self._pid = None
 
-    def _reset(self):
-        self._pid = os.getpid()
-        self._sem = threading.BoundedSemaphore(self.size)
-        self._lock = threading.Lock()
-        self._idle = []
-
-    def _checkout(self):
-        if os.getpid() != self._pid:  # forked: never share a socket with the parent
-            self._reset()
-        if not self._sem.acquire(timeout=30):
-            raise PoolTimeout(f"no free database connection within 30s (pool size {self.size})")
-        conn = None
-        try:
-            with self._lock:
-                conn = self._idle.pop() if self._idle else None
-            if conn is not None and (conn.closed or (config.SQLALCHEMY_POOL_PRE_PING and not _ping(conn))):
-                _close(conn)
-                conn = None
-            if conn is None:
-                conn = psycopg2.connect(**config.db_params())
-            return conn
-        except BaseException:
-            _close(conn)
-            self._sem.release()
-            raise
-
-    def _checkin(self, conn, broken):
-        try:
-            if broken or conn.closed:
-                _close(conn)
-            else:
-                with self._lock:
-                    self._idle.append(conn)
-        finally:
-            self._sem.release()
+    @property
+    def engine(self):
+        # Created on first use; a forked process (gunicorn worker, celery prefork child) never
+        # shares its parent's sockets: it drops the inherited pool without closing it, as
+        # SQLAlchemy's documentation advises, and builds its own.
+        if self._engine is not None and self._pid != os.getpid():
+            self._engine.dispose(close=False)
+            self._engine = None
+        if self._engine is None:
+            self._engine = sqlalchemy.create_engine(config.database_uri(), **config.engine_options())
+            self._pid = os.getpid()
+        return self._engine
 
     @contextlib.contextmanager
     def cursor(self):
-        """One transaction: commit on success, roll back on error, drop the connection if it broke."""
-        conn = self._checkout()
-        broken = False
+        """One transaction on a pooled connection: commit on success, roll back on error. Errors
+        come out as psycopg2's (the stand-in's error handlers and callers know those)."""
         try:
-            with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
-                yield cur
-            conn.commit()
-        except (psycopg2.OperationalError, psycopg2.InterfaceError):
-            broken = True
+            with self.engine.connect() as conn:
+                yield _Cursor(conn)
+                conn.commit()
+        except sqlalchemy.exc.TimeoutError as exc:
+            raise PoolTimeout(f"no free database connection within {config.SQLALCHEMY_POOL_TIMEOUT}s "
+                              f"(pool size {config.SQLALCHEMY_POOL_SIZE} + overflow "
+                              f"{config.SQLALCHEMY_MAX_OVERFLOW})") from exc
+        except sqlalchemy.exc.DBAPIError as exc:
+            if exc.orig is not None:
+                raise exc.orig from exc
             raise
-        except BaseException:
-            try:
-                conn.rollback()
-            except Exception:
-                broken = True
-            raise
-        finally:
-            self._checkin(conn, broken)
 
 
-def _ping(conn):
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT 1")
-        conn.rollback()
-        return True
-    except Exception:
-        return False
-
-
-def _close(conn):
-    if conn is None:
-        return
-    try:
-        conn.close()
-    except Exception:
-        pass
-
-
-pool = Pool(config.SQLALCHEMY_POOL_SIZE)
+pool = Pool()
 
 
 def connect_with_retry(database=None, attempts=None, delay=1.0, autocommit=True):

@@ -1,19 +1,26 @@
 # TEST DOUBLE - NOT DIFY, NEVER A DEFAULT.
 # Alembic-like migrations for the stand-in: real tables in PostgreSQL, applied revisions recorded in
-# `stand_in_migrations`, idempotent, and serialised across replicas with a PostgreSQL advisory lock
-# (two api containers starting at once with MIGRATION_ENABLED=true: one migrates, the other waits and
-# then finds nothing to do). v1 images know revisions 0001-0003; v2 images add 0004.
+# `stand_in_migrations`, idempotent. Guarded as Dify's `flask upgrade-db` guards them
+# (api/commands/system.py): a Redis lock named db_upgrade_lock (TTL 60 s, renewed while the
+# migration runs) taken without waiting; whoever does not get it skips the migration and exits 0
+# ("Database migration skipped"), so a replica starting beside another one may start on a schema
+# that is not migrated yet. v1 images know revisions 0001-0003; v2 images add 0004, v3 0005.
 import logging
+import threading
 import time
 from dataclasses import dataclass
 
-from standin import config, db
+from standin import config, db, redis_client
 
 log = logging.getLogger("standin.migrations")
 
-# pg_advisory_lock key: a fixed 64-bit number ("difyops-standin-migrations").
-LOCK_KEY = 0x5DA7_0B5D_0001
+LOCK_NAME = "db_upgrade_lock"
+LOCK_TTL_SECONDS = 60
 TABLE = "stand_in_migrations"
+
+
+class LockHeld(RuntimeError):
+    """Another process holds db_upgrade_lock: Dify skips the migration."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,15 @@ ALL_MIGRATIONS = (
         CREATE TABLE end_users (
             id text PRIMARY KEY,
             session_id text NOT NULL,
+            created_at timestamptz NOT NULL DEFAULT now()
+        );
+    """),
+    # v3 stands in for Dify 1.16.1: an upgrade from a 1.13.3 stand-in (v1, v2) migrates once more,
+    # as Dify's own chain does across releases (alembic goes to the image's head in one run).
+    Migration("0005_v3_agent_runs", 3, "create agent_runs (the 1.16 New Agent's bookkeeping)", """
+        CREATE TABLE agent_runs (
+            id text PRIMARY KEY,
+            state text NOT NULL DEFAULT 'created',
             created_at timestamptz NOT NULL DEFAULT now()
         );
     """),
@@ -121,68 +137,79 @@ def status(conn=None):
     }
 
 
-def _lock(cur, timeout):
-    deadline = time.monotonic() + timeout
-    waited = False
-    while True:
-        cur.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,))
-        if cur.fetchone()[0]:
-            if waited:
-                log.info("migration lock acquired")
-            return
-        if not waited:
-            log.info("another replica holds the migration lock; waiting (at most %ss)", timeout)
-            waited = True
-        if time.monotonic() > deadline:
-            raise MigrationError(f"could not take the migration lock within {timeout}s")
-        time.sleep(0.5)
+class _RenewedLock:
+    """db_upgrade_lock, taken without blocking and renewed every third of its TTL while held."""
+
+    def __init__(self):
+        self._lock = redis_client.get().lock(LOCK_NAME, timeout=LOCK_TTL_SECONDS, thread_local=False)
+        self._stop = threading.Event()
+        self._renewer = None
+
+    def __enter__(self):
+        if not self._lock.acquire(blocking=False):
+            raise LockHeld(f"{LOCK_NAME} is held by another process")
+        self._renewer = threading.Thread(target=self._renew, daemon=True)
+        self._renewer.start()
+        return self
+
+    def _renew(self):
+        while not self._stop.wait(LOCK_TTL_SECONDS / 3):
+            try:
+                self._lock.reacquire()
+            except Exception:  # noqa: BLE001 - lost it: the migration goes on, as Dify's does
+                log.warning("could not renew %s", LOCK_NAME)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        try:
+            self._lock.release()
+        except Exception:  # noqa: BLE001 - expired meanwhile
+            log.warning("%s had expired before it was released", LOCK_NAME)
 
 
 def upgrade():
-    """Apply pending revisions under the advisory lock. Returns the list of revisions applied now."""
+    """Apply pending revisions under db_upgrade_lock. Returns the revisions applied now; raises
+    LockHeld when another process holds the lock (nothing is done)."""
     if config.DB_TYPE not in ("postgresql", "postgres"):
         raise MigrationError(f"DB_TYPE={config.DB_TYPE}: the stand-in supports PostgreSQL only")
-    conn = db.connect_with_retry()
-    done = []
-    try:
-        with conn.cursor() as cur:
-            _lock(cur, config.env_int("STANDIN_MIGRATION_LOCK_TIMEOUT", 300))
-            try:
-                # Test hook: hold the lock a while so concurrency can be observed.
-                delay = float(config.env("STANDIN_MIGRATION_DELAY", "0"))
-                if delay > 0:
-                    log.info("STANDIN_MIGRATION_DELAY: holding the migration lock for %ss", delay)
-                    time.sleep(min(delay, 600))
+    with _RenewedLock():
+        # Test hook: hold the lock a while so concurrency can be observed.
+        delay = float(config.env("STANDIN_MIGRATION_DELAY", "0"))
+        if delay > 0:
+            log.info("STANDIN_MIGRATION_DELAY: holding %s for %ss", LOCK_NAME, delay)
+            time.sleep(min(delay, 600))
+        conn = db.connect_with_retry()
+        done = []
+        try:
+            with conn.cursor() as cur:
                 _ensure_table(cur)
                 applied = _applied(cur)
-                known = {m.revision for m in known_migrations()}
-                unknown = [r for r in applied if r not in known]
-                if unknown:
-                    raise MigrationError(
-                        f"database has revision(s) {', '.join(unknown)} that this image "
-                        f"({config.reported_version()}) does not know: it was migrated by a newer image. "
-                        "Restore a backup taken before the upgrade to roll back.")
-                for m in known_migrations():
-                    if m.revision in applied:
-                        continue
-                    log.info("applying migration %s (%s)", m.revision, m.description)
-                    conn.autocommit = False
-                    try:
-                        with conn.cursor() as tx:
-                            tx.execute(m.sql)
-                            tx.execute(
-                                f"INSERT INTO {TABLE} (version, description, image_version, applied_by) "
-                                "VALUES (%s, %s, %s, %s)",
-                                (m.revision, m.description, config.reported_version(), config.HOSTNAME))
-                        conn.commit()
-                    except Exception:
-                        conn.rollback()
-                        raise
-                    finally:
-                        conn.autocommit = True
-                    done.append(m.revision)
-            finally:
-                cur.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
-    finally:
-        conn.close()
+            known = {m.revision for m in known_migrations()}
+            unknown = [r for r in applied if r not in known]
+            if unknown:
+                raise MigrationError(
+                    f"database has revision(s) {', '.join(unknown)} that this image "
+                    f"({config.reported_version()}) does not know: it was migrated by a newer image. "
+                    "Restore a backup taken before the upgrade to roll back.")
+            for m in known_migrations():
+                if m.revision in applied:
+                    continue
+                log.info("applying migration %s (%s)", m.revision, m.description)
+                conn.autocommit = False
+                try:
+                    with conn.cursor() as tx:
+                        tx.execute(m.sql)
+                        tx.execute(
+                            f"INSERT INTO {TABLE} (version, description, image_version, applied_by) "
+                            "VALUES (%s, %s, %s, %s)",
+                            (m.revision, m.description, config.reported_version(), config.HOSTNAME))
+                    conn.commit()
+                except Exception:
+                    conn.rollback()
+                    raise
+                finally:
+                    conn.autocommit = True
+                done.append(m.revision)
+        finally:
+            conn.close()
     return done

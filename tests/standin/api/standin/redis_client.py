@@ -1,5 +1,10 @@
 # TEST DOUBLE - NOT DIFY, NEVER A DEFAULT.
-# Redis client built from Dify's REDIS_* variables: standalone, Sentinel or Cluster.
+# Redis client built from Dify's REDIS_* variables: standalone, Sentinel or Cluster, connected the way
+# Dify 1.13.3's extensions/ext_redis.py connects: no socket timeout, connect timeout or keepalive on
+# the data connections (1.13.3 reads none; later 1.13.x releases add REDIS_SOCKET_TIMEOUT and
+# friends), only the sentinels' REDIS_SENTINEL_SOCKET_TIMEOUT (Dify's default 0.1 s). So a
+# connection to a lost primary is given up when the kernel says so, as in Dify
+# (tests/standin/CONTRACT.md, "Redis connections").
 import redis
 import redis.sentinel
 
@@ -22,12 +27,13 @@ def get():
     global _client
     if _client is not None:
         return _client
-    common = dict(socket_timeout=5, socket_connect_timeout=5, decode_responses=True)
+    common = dict(decode_responses=True)
     if config.REDIS_USE_SENTINEL:
         sentinel = redis.sentinel.Sentinel(
             _sentinel_nodes(),
             sentinel_kwargs={"username": config.REDIS_SENTINEL_USERNAME,
-                             "password": config.REDIS_SENTINEL_PASSWORD, "socket_timeout": 5},
+                             "password": config.REDIS_SENTINEL_PASSWORD,
+                             "socket_timeout": config.REDIS_SENTINEL_SOCKET_TIMEOUT},
         )
         _client = sentinel.master_for(config.REDIS_SENTINEL_SERVICE_NAME, username=config.REDIS_USERNAME,
                                       password=config.REDIS_PASSWORD, db=config.REDIS_DB, **common)

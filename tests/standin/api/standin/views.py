@@ -198,6 +198,70 @@ def get_task(task_id):
     return reply(row)
 
 
+def _enqueue(task, args, queue):
+    """Write the row (PENDING), then publish: a queue no worker consumes leaves it PENDING."""
+    task_id = str(uuid.uuid4())
+    with db.pool.cursor() as cur:
+        cur.execute("INSERT INTO task_results (task_id, state, queue) VALUES (%s, 'PENDING', %s)",
+                    (task_id, queue))
+    task.apply_async(args=args, queue=queue, task_id=task_id)
+    return task_id
+
+
+@bp.post("/workflows/run")
+def run_workflow():
+    """Dify's workflow run (service API /v1/workflows/run). Since 1.13 a streaming run executes in a
+    Celery worker, published on workflow_based_app_execution; the stand-in answers 202 with the run
+    id at once (Dify streams the run's events back through Redis), and GET .../workflows/run/<id>
+    reads the outcome. "seconds" is how long the run's nodes take; "until" (test hook) ends it
+    earlier, once the Redis key standin:workflow:release:<until> is set."""
+    from standin.tasks import workflow_run
+
+    doc = request.get_json(silent=True) or {}
+    mode = doc.get("response_mode", "streaming")
+    if mode != "streaming":
+        return error(400, "invalid_param", 'the stand-in runs workflows in "streaming" mode only (in a worker)')
+    inputs = doc.get("inputs") or {}
+    if not isinstance(inputs, dict):
+        return error(400, "invalid_param", '"inputs" must be an object')
+    seconds = clamp(doc.get("seconds", 0), 0.0, 7200.0, float, 0.0)
+    until = doc.get("until")  # test hook: the run ends early once standin:workflow:release:<until> is set
+    if until is not None and not (isinstance(until, str) and until.isidentifier()):
+        return error(400, "invalid_param", '"until" must be a name (letters, digits, _)')
+    run_id = _enqueue(workflow_run, [inputs, seconds, until], config.WORKFLOW_QUEUE)
+    return reply({"workflow_run_id": run_id, "task_id": run_id, "queue": config.WORKFLOW_QUEUE,
+                  "status": "running"}, 202)
+
+
+@bp.get("/workflows/run/<run_id>")
+def get_workflow_run(run_id):
+    with db.pool.cursor() as cur:
+        cur.execute("SELECT task_id, state, queue, result, error, worker, created_at, started_at, finished_at "
+                    "FROM task_results WHERE task_id = %s", (run_id,))
+        row = cur.fetchone()
+    if row is None:
+        return error(404, "not_found", f"workflow run {run_id} not found")
+    status = {"PENDING": "waiting", "STARTED": "running", "SUCCESS": "succeeded", "FAILURE": "failed"}
+    row = {k: iso(v) for k, v in dict(row).items()}
+    row["status"] = status.get(row["state"], row["state"])
+    row["outputs"] = json.loads(row["result"]) if row.get("result") else None
+    return reply(row)
+
+
+@bp.post("/datasets/<dataset_id>/summaries")
+def generate_summary(dataset_id):
+    """A summary index of a document (stand-in route): Dify publishes generate_summary_index_task on
+    the dataset_summary queue; the outcome is read with GET .../tasks/<id>."""
+    from standin.tasks import generate_summary_index
+
+    doc = request.get_json(silent=True) or {}
+    text = doc.get("text", "")
+    if not isinstance(text, str) or not text.strip():
+        return error(400, "invalid_param", '"text" must be a non-empty string')
+    task_id = _enqueue(generate_summary_index, [dataset_id, text], config.SUMMARY_QUEUE)
+    return reply({"task_id": task_id, "queue": config.SUMMARY_QUEUE, "state": "PENDING"}, 202)
+
+
 @bp.post("/files/upload")
 def upload_file():
     return _upload()
@@ -411,3 +475,36 @@ def inner_api_ping():
     if not expected or request.headers.get("X-Inner-Api-Key") != expected:
         return error(401, "unauthorized", "X-Inner-Api-Key does not match INNER_API_KEY_FOR_PLUGIN")
     return reply({"pong": True, "route_family": "inner_api", "version": config.reported_version()})
+
+
+# ------------------------------------------------------------------ collaboration (/socket.io/)
+@root_bp.route("/socket.io/", methods=["GET", "POST"])
+def socket_io():
+    """Socket.IO's path. As Dify's api (the api at 1.13.3, api_websocket from 1.14), a WebSocket
+    upgrade works only under gevent-websocket's worker (SERVER_WORKER_CLASS=geventwebsocket.gunicorn.
+    workers.GeventWebSocketWorker, Dify's docs: "other values break WebSocket support"), which does
+    the RFC 6455 handshake and hands the socket over as wsgi.websocket. The stand-in speaks no
+    Engine.IO: every message it receives comes back as it was. Without an upgrade (polling) the
+    answer is plain JSON."""
+    ws = request.environ.get("wsgi.websocket")
+    if ws is not None:
+        log.info("socket.io: websocket opened (%s)", request.headers.get("X-Forwarded-For") or request.remote_addr)
+        while True:
+            message = ws.receive()
+            if message is None:  # closed by the client
+                break
+            ws.send(message)
+        return Response(status=200)
+    if request.headers.get("Upgrade", "").lower() == "websocket":
+        worker = os.environ.get("SERVER_WORKER_CLASS", "gevent")
+        return error(400, "websocket_unavailable",
+                     f"a WebSocket upgrade needs SERVER_WORKER_CLASS=geventwebsocket.gunicorn.workers."
+                     f"GeventWebSocketWorker (this process runs {worker})")
+    return reply({"socket_io": "polling", "transport": request.args.get("transport"),
+                  "worker_class": os.environ.get("SERVER_WORKER_CLASS", "gevent"),
+                  "version": config.reported_version(), "request": request_info()})
+
+
+# Werkzeug routes a WebSocket handshake (Upgrade: websocket) only to a rule made for one, and answers
+# 400 for any other: the same view for both, as Socket.IO serves polling and WebSocket on one path.
+root_bp.add_url_rule("/socket.io/", endpoint="socket_io_websocket", view_func=socket_io, websocket=True)
