@@ -1,4 +1,4 @@
-"""A bounded load generator (threads + requests) for upgrade tests and benchmarks.
+"""A bounded load generator for upgrade tests and benchmarks, and the kept-alive client it uses.
 
 Traffic goes only to the base URL it is given (127.0.0.1 in every caller). Each worker thread
 stops at the deadline or after its share of the request cap, whichever comes first.
@@ -6,10 +6,13 @@ stops at the deadline or after its share of the request cap, whichever comes fir
 
 from __future__ import annotations
 
+import http.client
 import json
+import select
 import threading
 import time
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import requests
 
@@ -23,6 +26,7 @@ class LoadResult:
     latencies: list[float] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)  # first few, for the report
     seconds: float = 0.0
+    retried: dict[str, int] = field(default_factory=dict)  # KeepAlive.retried, summed over the threads
 
     @property
     def total(self) -> int:
@@ -42,7 +46,63 @@ class LoadResult:
         return (f"{self.total} requests, {self.failed} failed, {self.rps:.0f} req/s, "
                 f"p50 {self.percentile(50) * 1000:.1f} ms, p99 {self.percentile(99) * 1000:.1f} ms, "
                 f"max {max(self.latencies, default=0) * 1000:.0f} ms"
+                + (f"; sent again after an idle close: {self.retried}" if self.retried else "")
                 + (f"; failures: {self.failures[:5]}" if self.failures else ""))
+
+
+class KeepAlive:
+    """One kept-alive HTTP/1.1 connection to `base` (http://host:port), used as HTTP clients use one.
+
+    Browsers and urllib3 do not reuse a kept-alive connection the server has closed while it was
+    idle, and a GET that meets such a close before the status line of its answer is sent once more
+    on a new connection (RFC 9112 section 9.3.1): nginx closes its idle kept-alive connections, and
+    each one once its answer is sent, when it reloads. Those are counted in `retried`, by what closed
+    the connection. A new connection that fails, a retry that fails, or a failure after the status
+    line is raised to the caller: a failure.
+    """
+
+    def __init__(self, base: str, timeout: float = 30):
+        parts = urlsplit(base)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"KeepAlive takes http://host:port, not {base!r}")
+        self.host, self.port, self.timeout = parts.hostname, parts.port or 80, timeout
+        self.retried: dict[str, int] = {}
+        self._conn: http.client.HTTPConnection | None = None
+
+    def _closed_by_peer(self) -> bool:
+        """An idle connection with something to read has been closed by the server (EOF)."""
+        sock = self._conn.sock if self._conn is not None else None
+        return sock is not None and bool(select.select([sock], [], [], 0)[0])
+
+    def _send(self, path: str) -> http.client.HTTPResponse:
+        if self._conn is None:
+            self._conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        self._conn.request("GET", path)
+        return self._conn.getresponse()
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        """GET `path`: (status, body). Raises what failed (OSError, http.client.HTTPException)."""
+        try:
+            if self._closed_by_peer():
+                self.close()
+            reused = self._conn is not None
+            try:
+                response = self._send(path)
+            except ConnectionError as exc:  # RemoteDisconnected, a reset, a broken pipe
+                self.close()
+                if not reused:
+                    raise
+                self.retried[type(exc).__name__] = self.retried.get(type(exc).__name__, 0) + 1
+                response = self._send(path)
+            return response.status, response.read()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = None
 
 
 class Load:
@@ -62,7 +122,7 @@ class Load:
         self._started = 0.0
 
     def _worker(self, index: int) -> None:
-        session = requests.Session()
+        client = KeepAlive(self.base, self.timeout)
         deadline = self._started + self.deadline_seconds
         for n in range(self.per_thread):
             if self._stop.is_set() or time.monotonic() > deadline:
@@ -71,12 +131,12 @@ class Load:
             t0 = time.monotonic()
             error = None
             try:
-                r = session.get(self.base + path, timeout=self.timeout)
-                if r.status_code != 200:
-                    error = f"{path}: HTTP {r.status_code}"
-                elif self.check_json_key and path.endswith("ping") and self.check_json_key not in r.json():
+                status, body = client.get(path)
+                if status != 200:
+                    error = f"{path}: HTTP {status}"
+                elif self.check_json_key and path.endswith("ping") and self.check_json_key not in json.loads(body):
                     error = f"{path}: no {self.check_json_key} in answer"
-            except (requests.RequestException, ValueError) as exc:
+            except (OSError, http.client.HTTPException, ValueError) as exc:
                 error = f"{path}: {type(exc).__name__}"
             elapsed = time.monotonic() - t0
             with self._lock:
@@ -87,7 +147,10 @@ class Load:
                         self.result.failures.append(error)
                 else:
                     self.result.ok += 1
-        session.close()
+        client.close()
+        with self._lock:
+            for what, count in client.retried.items():
+                self.result.retried[what] = self.result.retried.get(what, 0) + count
 
     def start(self) -> "Load":
         self._started = time.monotonic()

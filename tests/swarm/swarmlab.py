@@ -14,9 +14,16 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from testkit import ROOT
+
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+from benchmarks.loadgen import KeepAlive  # noqa: E402
 
 NODE_IMAGE = "difyops-test/swarm-node:26"
 NODE_DOCKERFILE_DIR = Path(__file__).resolve().parent / "node"
@@ -235,14 +242,11 @@ class Lab:
 class Load:
     """Steady requests to 127.0.0.1 in a few threads, bounded in count and time; counts failures.
 
-    Each thread sends GET requests one after another on its own keep-alive connection
-    (reconnecting after an error). A failure is anything but a 200: an error status, a reset,
-    a timeout. `versions` counts the `version` field of the JSON answers (which release served).
-
-    As HTTP clients do (browsers, urllib3; RFC 9112 section 9.3.1): a kept-alive connection the
-    server closed while idle is not reused, and a GET that meets such a close before any byte of
-    its answer is sent once more on a new connection (nginx closes idle kept-alive connections when
-    it reloads). Those are counted apart (`retried`); a retry that fails counts as a failure.
+    Each thread sends GET requests one after another on its own kept-alive connection
+    (benchmarks.loadgen.KeepAlive: a GET that meets the close of a reused connection before its
+    answer is sent once more, as HTTP clients do, and counted in `retried`). A failure is anything
+    but a 200: an error status, a reset, a timeout. `versions` counts the `version` field of the
+    JSON answers (which release served).
     """
 
     def __init__(self, port: int, path: str = "/console/api/ping", threads: int = 4,
@@ -276,62 +280,29 @@ class Load:
         with self._lock:
             return sum(1 for sent, _ in self.failures if sent > moment)
 
-    def _connect(self):
-        import http.client
-
-        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-
-    def _get(self, conn) -> tuple[int, bytes]:
-        conn.request("GET", self.path)
-        response = conn.getresponse()
-        return response.status, response.read()
-
-    @staticmethod
-    def _closed_by_peer(conn) -> bool:
-        """An idle connection with something to read has been closed by the server (EOF)."""
-        import select
-
-        return conn.sock is not None and bool(select.select([conn.sock], [], [], 0)[0])
-
     def _run(self) -> None:
         import json as jsonlib
 
+        client = KeepAlive(f"http://127.0.0.1:{self.port}", timeout=10)
         started = time.monotonic()
-        conn = None
         while not self._stop.is_set() and time.monotonic() - started < self.max_seconds:
             with self._lock:
                 if self.ok + self.failed >= self.max_requests:
-                    return
+                    break
             sent = time.monotonic()
             try:
-                if conn is not None and self._closed_by_peer(conn):
-                    conn.close()
-                    conn = None
-                reused = conn is not None
-                if conn is None:
-                    conn = self._connect()
-                try:
-                    status, body = self._get(conn)
-                except ConnectionError as exc:  # RemoteDisconnected, a reset, a broken pipe
-                    if not reused:
-                        raise
-                    conn.close()
-                    conn = self._connect()
-                    with self._lock:
-                        self.retried[type(exc).__name__] = self.retried.get(type(exc).__name__, 0) + 1
-                    status, body = self._get(conn)
+                status, body = client.get(self.path)
                 if status == 200:
                     self._count(True, jsonlib.loads(body).get("version", "?"))
                 else:
                     self._count(False, f"HTTP {status}", sent)
             except Exception as exc:  # every failure counts, whatever its kind
                 self._count(False, type(exc).__name__, sent)
-                if conn is not None:
-                    conn.close()
-                conn = None
             time.sleep(self.pause)
-        if conn is not None:
-            conn.close()
+        client.close()
+        with self._lock:
+            for what, count in client.retried.items():
+                self.retried[what] = self.retried.get(what, 0) + count
 
     def __enter__(self) -> "Load":
         for worker in self._workers:
