@@ -4,14 +4,23 @@
 import faulthandler
 import logging
 import signal
+import sys
 
+import gevent.monkey
 import psycogreen.gevent as psycogreen_gevent
 
 from standin import logs
 
 logs.setup_logging()
-# SIGUSR2 prints every thread's Python stack to stderr (the container's log): how a hang is read.
-faulthandler.register(signal.SIGUSR2, all_threads=True)
+# SIGUSR2 prints every Python stack to stderr (the container's log): how a hang is read. In the
+# worker (gevent pool) the stacks that matter are the greenlets', which gevent prints; beat has threads.
+if gevent.monkey.is_module_patched("socket"):
+    import gevent
+    import gevent.util
+
+    gevent.signal_handler(signal.SIGUSR2, lambda: gevent.util.print_run_info(file=sys.stderr))
+else:
+    faulthandler.register(signal.SIGUSR2, all_threads=True)
 psycogreen_gevent.patch_psycopg()
 logging.getLogger("standin.celery").info("psycopg2 patched with gevent.")
 
