@@ -4,6 +4,7 @@ parts of difyops.dev: settings resolution, env-file merging, app commands, the c
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -245,7 +246,8 @@ def test_dev_compose_file_binds_every_port_to_localhost_and_has_healthchecks():
     assert doc["services"]["viewer"]["profiles"] == ["viewer"]
 
 
-@pytest.mark.skipif(shutil.which("docker") is None, reason="no docker CLI here: `nox -s dev` validates the file")
+@pytest.mark.skipif(shutil.which("docker") is None and os.environ.get("CI") != "true",
+                    reason="no docker CLI here: `nox -s dev` validates the file (under CI=true this fails instead)")
 def test_dev_compose_file_resolves(tmp_path):
     env = tmp_path / "middleware.env"
     env.write_text(envfile.generate(MIDDLEWARE_ENV_EXAMPLE.read_text(), {}))
